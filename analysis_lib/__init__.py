@@ -1,0 +1,1 @@
+"""Companion library: CLIP variants with observable attention, the datasets, training and the statistics."""
