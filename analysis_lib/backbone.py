@@ -1,0 +1,134 @@
+"""Loading a frozen open_clip CLIP: model name + pretrained tag, a local checkpoint, or random weights.
+
+Precision is decided here, once. Offline, a tag whose weights are not cached fails at once with
+a message that says which file is missing and where to put it, instead of open_clip's retries.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(CONFIG_DIR)
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class UnknownModelError(ValueError):
+    """The model name is not an open_clip ViT CLIP config."""
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights are neither cached nor reachable."""
+
+
+@dataclass
+class Backbone:
+    """A frozen CLIP and what preprocessing and tokenisation need to know about it."""
+
+    clip: open_clip.model.CLIP
+    tokenizer: object
+    model_name: str
+    pretrained: str | None
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.clip.visual.conv1.weight.dtype
+
+
+def load_backbone(model_name: str, pretrained: str | None = None, device: str = "cpu",
+                  precision: str = "fp32") -> Backbone:
+    """Build `model_name` with weights from a tag, a file, or none (random init), frozen in eval mode."""
+    vit_models = [m for m in open_clip.list_models() if "ViT" in m or m in ("tiny-clip", "demo-clip")]
+    if model_name not in open_clip.list_models():
+        raise UnknownModelError(
+            f"unknown model {model_name!r}; use an open_clip ViT config such as "
+            f"'ViT-B-16-quickgelu' (for OpenAI weights) or one of the project's: tiny-clip, demo-clip. "
+            f"ViT configs available: {', '.join(sorted(vit_models)[:40])}, ...")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}")
+    checkpoint = resolve_weights(model_name, pretrained)
+    clip = open_clip.create_model(model_name, pretrained=checkpoint, device=device)
+    if not isinstance(clip, open_clip.model.CLIP) or not hasattr(clip.visual, "conv1"):
+        raise UnknownModelError(f"{model_name!r} is not a ViT CLIP with an open_clip text tower; "
+                                "only those can carry prompts here")
+    clip = clip.to(dtype=PRECISIONS[precision]).eval().requires_grad_(False)
+    pre = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
+    size = clip.visual.image_size
+    return Backbone(
+        clip=clip,
+        tokenizer=open_clip.get_tokenizer(model_name),
+        model_name=model_name,
+        pretrained=pretrained,
+        image_size=size[0] if isinstance(size, (tuple, list)) else size,
+        mean=tuple(pre.get("mean", OPENAI_DATASET_MEAN)),
+        std=tuple(pre.get("std", OPENAI_DATASET_STD)),
+    )
+
+
+def resolve_weights(model_name: str, pretrained: str | None) -> str | None:
+    """The local file holding `pretrained` weights (downloading only when the host is reachable)."""
+    if pretrained is None:
+        return None
+    if os.path.isfile(pretrained):
+        return pretrained
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        hint = f"known tags for {model_name}: {', '.join(tags)}" if tags else f"{model_name} has no known tags"
+        raise WeightsNotFoundError(
+            f"pretrained={pretrained!r} is neither a checkpoint file nor a known tag ({hint}); "
+            "pass an existing checkpoint path or a tag")
+    cached, where = _cached_file(cfg)
+    if cached:
+        return cached
+    host = "huggingface.co" if cfg.get("hf_hub") else cfg["url"].split("/")[2]
+    if not _reachable(host):
+        raise WeightsNotFoundError(
+            f"weights for {model_name} / {pretrained} are not cached and {host} cannot be reached. "
+            f"Copy {where} there from a machine with internet access (the Hugging Face cache is "
+            f"HF_HOME, default ~/.cache/huggingface), or pass pretrained=/path/to/checkpoint")
+    return open_clip.pretrained.download_pretrained(cfg)
+
+
+def _cached_file(cfg: dict) -> tuple[str | None, str]:
+    """(cached path or None, a description of the expected file)."""
+    if cfg.get("hf_hub"):
+        from huggingface_hub import hf_hub_download
+        repo, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or "open_clip_pytorch_model.bin"
+        candidates = [filename[: filename.rfind(".")] + ".safetensors", filename]
+        if filename == "open_clip_pytorch_model.bin":
+            candidates[0] = "open_clip_model.safetensors"
+        for name in candidates:
+            try:
+                return hf_hub_download(repo, name, local_files_only=True), ""
+            except Exception:  # noqa: BLE001 - any miss means "not cached"
+                continue
+        return None, f"the Hugging Face repo file {repo}/{filename}"
+    target = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
+    return (str(target) if target.is_file() else None), str(target)
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False

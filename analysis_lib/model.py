@@ -1,0 +1,228 @@
+"""PromptedCLIP: a frozen open_clip CLIP with one variant's prompts and biases, attention observable.
+
+Block 0's prompts enter here, with the embeddings (vision: appended after the patches, after
+the positional embedding, before ``ln_pre``; text: replacing the token embeddings right after
+[SOS], before the positional embedding); every deeper insertion happens in ``Tower.forward``.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .attention import NO_ABLATION, Ablation
+from .backbone import Backbone
+from .capture import Cache, Recorder
+from .towers import DeepPrompts, PromptSlot, ResidualBiases, Tower
+from .variants import VariantConfig, VariantError, check_depths, variant_config
+
+TOKEN_TYPES = ("sos", "prompt", "category", "template", "period", "eos")
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """What each position of a tower's sequence is (for the statistics)."""
+
+    n_tokens: int
+    is_prompt: torch.Tensor                 # [N] bool
+    grid: int | None = None                 # vision: patches form a grid × grid square
+    patch_px: int | None = None             # vision: pixels per patch side
+    token_types: list[list[str]] | None = None  # text: per class, one of TOKEN_TYPES per position
+    eos_index: torch.Tensor | None = None   # text: [C]
+
+
+class PromptedCLIP(nn.Module):
+    """Zero-shot CLIP, prompt tuning or bias tuning, for a fixed list of classes."""
+
+    def __init__(self, backbone: Backbone, config: VariantConfig, classnames: list[str], template: str):
+        super().__init__()
+        clip = backbone.clip
+        check_depths(config, len(clip.transformer.resblocks), len(clip.visual.transformer.resblocks))
+        self.config, self.classnames, self.template = config, list(classnames), template
+        self.clip = clip
+        self.tokenizer = backbone.tokenizer
+        self._recorder: Recorder | None = None
+        self._ablation = NO_ABLATION
+
+        texts, init_words = self._class_prompts()
+        tokens = self.tokenizer(texts)                                   # [C, context]
+        eos = tokens.argmax(dim=-1)
+        # Causal mask: positions after the last [EOS] never influence pooled features.
+        self.register_buffer("text_tokens", tokens[:, : int(eos.max()) + 1], persistent=False)
+        self.register_buffer("eos_index", eos, persistent=False)
+        self.prompt_texts = texts
+
+        text_width, vision_width = clip.transformer.width, clip.visual.transformer.width
+        text_prompts = vision_prompts = None
+        if config.text_n_ctx:
+            first = None
+            if init_words:
+                first = clip.token_embedding(self.text_tokens[:1, 1:1 + config.text_n_ctx])[0].float()
+            text_prompts = DeepPrompts(config.text_depth, config.text_n_ctx, text_width, first)
+        if config.vision_n_ctx:
+            vision_prompts = DeepPrompts(config.vision_depth, config.vision_n_ctx, vision_width)
+        text_biases = vision_biases = None
+        if config.bias_text_depth:
+            text_biases = ResidualBiases(config.bias_where, config.bias_text_depth, text_width)
+        if config.bias_vision_depth:
+            vision_biases = ResidualBiases(config.bias_where, config.bias_vision_depth, vision_width)
+        n_patches = clip.visual.positional_embedding.shape[0]            # [CLS] + patches
+        self.text_tower = Tower("text", clip.transformer.resblocks,
+                                PromptSlot(1, config.text_n_ctx), text_prompts, text_biases)
+        self.vision_tower = Tower("vision", clip.visual.transformer.resblocks,
+                                  PromptSlot(n_patches, config.vision_n_ctx), vision_prompts, vision_biases)
+        self.to(backbone.device)
+
+    # ----------------------------------------------------------------- prompts
+    def _class_prompts(self) -> tuple[list[str], bool]:
+        """The text of each class prompt, and whether learned context starts from the init words."""
+        n_ctx, init = self.config.text_n_ctx, self.config.ctx_init
+        if not n_ctx:
+            texts, from_words = [self.template.format(c) for c in self.classnames], False
+        else:
+            from_words = init is not None and n_ctx <= len(self.tokenizer.encode(init))
+            prefix = init if from_words else " ".join(["X"] * n_ctx)
+            texts = [f"{prefix} {c}." for c in self.classnames]
+        context = self.clip.context_length
+        longest = max(texts, key=lambda t: len(self.tokenizer.encode(t)))
+        if len(self.tokenizer.encode(longest)) + 2 > context:
+            raise VariantError(f"class prompt {longest!r} does not fit the text context of {context} "
+                               "tokens; use fewer prompt tokens or a shorter class name")
+        return texts, from_words
+
+    # ----------------------------------------------------------------- towers
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised image features [B, E]."""
+        visual = self.clip.visual
+        x = visual.conv1(images.to(self.clip.visual.conv1.weight.dtype))  # [B, D, G, G]
+        x = x.flatten(2).transpose(1, 2)                                  # [B, G*G, D]
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = visual.patch_dropout(x)
+        prompts = self.vision_tower.prompts
+        if prompts is not None:
+            x = torch.cat([x, prompts.vectors[0].to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+        x = visual.ln_pre(x)
+        x = self.vision_tower(x, None, self._recorder, self._ablation)
+        pooled = visual.ln_post(x[:, 0]) @ visual.proj                    # [B, E]
+        return F.normalize(pooled, dim=-1)
+
+    def encode_text(self) -> torch.Tensor:
+        """Normalised class features [C, E]."""
+        clip, tokens = self.clip, self.text_tokens
+        x = clip.token_embedding(tokens)                                  # [C, L, D]
+        prompts = self.text_tower.prompts
+        if prompts is not None:
+            first = prompts.vectors[0].to(x.dtype).expand(x.shape[0], -1, -1)
+            x = torch.cat([x[:, :1], first, x[:, 1 + prompts.n_ctx:]], dim=1)
+        n = tokens.shape[1]
+        x = x + clip.positional_embedding[:n].to(x.dtype)
+        x = self.text_tower(x, clip.attn_mask[:n, :n].to(x.dtype), self._recorder, self._ablation)
+        x = clip.ln_final(x)
+        pooled = x[torch.arange(x.shape[0], device=x.device), self.eos_index]  # [C, D]
+        proj = clip.text_projection
+        pooled = proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
+        return F.normalize(pooled, dim=-1)
+
+    def logits_from(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        return self.clip.logit_scale.exp() * image_features @ text_features.T
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, C]."""
+        return self.logits_from(self.encode_image(images), self.encode_text())
+
+    logits = forward
+
+    # ----------------------------------------------------------------- observation
+    @contextmanager
+    def capture(self, names=None, recorder: Recorder | None = None, keep_graph: bool = False):
+        """Within the block, forward passes report the named hook points (see ``capture.py``)."""
+        self._recorder = recorder if recorder is not None else Cache(names, keep_graph)
+        try:
+            yield self._recorder
+        finally:
+            self._recorder = None
+
+    @contextmanager
+    def ablate(self, ablation: Ablation):
+        """Within the block, the prompts' rescaling and/or bias term are removed (causal test)."""
+        self._ablation = ablation
+        try:
+            yield self
+        finally:
+            self._ablation = NO_ABLATION
+
+    def token_layout(self, tower: str) -> TokenLayout:
+        if tower == "vision":
+            visual = self.clip.visual
+            n = visual.positional_embedding.shape[0] + self.config.vision_n_ctx
+            grid = visual.grid_size[0]
+            return TokenLayout(n, self.vision_tower.slot.key_mask(n) if self.config.vision_n_ctx
+                               else torch.zeros(n, dtype=torch.bool), grid, visual.patch_size[0])
+        if tower != "text":
+            raise ValueError(f"tower must be 'vision' or 'text', got {tower!r}")
+        n = self.text_tokens.shape[1]
+        is_prompt = torch.zeros(n, dtype=torch.bool)
+        is_prompt[1:1 + self.config.text_n_ctx] = True
+        return TokenLayout(n, is_prompt, token_types=[self._token_types(i) for i in range(len(self.classnames))],
+                           eos_index=self.eos_index.cpu())
+
+    def _token_types(self, c: int) -> list[str]:
+        """sos / prompt (learned, or the template's words) / category / template / period / eos / pad."""
+        text, name = self.prompt_texts[c], self.classnames[c]
+        before = text[: text.index(name)].strip()
+        n_before = len(self.tokenizer.encode(before)) if before else 0
+        n_name = len(self.tokenizer.encode(name))
+        eos = int(self.eos_index[c])
+        # Learned context is "prompt"; in zero-shot the template words before the class play its part.
+        n_prompt = self.config.text_n_ctx if self.config.text_n_ctx else n_before
+        types = ["sos"] + ["prompt"] * n_prompt + ["template"] * (n_before - n_prompt) + ["category"] * n_name
+        ids = self.text_tokens[c, len(types):eos].tolist()
+        types += ["period" if self.tokenizer.decode([i]).strip() == "." else "template" for i in ids]
+        types += ["eos"] + ["pad"] * (self.text_tokens.shape[1] - eos - 1)
+        return types
+
+    # ----------------------------------------------------------------- parameters
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.clip.eval()  # the backbone is frozen, including its dropout-like layers
+        return self
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    @property
+    def n_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def save_trainable(self, path: str | Path) -> None:
+        """Write the learned parameters only, as safetensors, atomically."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        state = {k: v.contiguous().cpu() for k, v in self.trainable_state().items()}
+        save_file(state, str(tmp), metadata={"variant": json.dumps(self.config.to_dict())})
+        tmp.replace(path)
+
+    def load_trainable(self, path: str | Path) -> None:
+        state = load_file(str(path))
+        own = self.trainable_state()
+        if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+            got = {k: tuple(v.shape) for k, v in state.items()}
+            want = {k: tuple(v.shape) for k, v in own.items()}
+            raise VariantError(f"{path} holds {got}, but this {self.config.variant} model learns {want}")
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name in state:
+                    p.copy_(state[name])
+
+
+def build_model(variant: str, backbone: Backbone, classnames: list[str], template: str,
+                **hparams) -> PromptedCLIP:
+    """The variant ``variant`` (see ``variants.py``) on ``backbone`` for these classes."""
+    return PromptedCLIP(backbone, variant_config(variant, **hparams), classnames, template)

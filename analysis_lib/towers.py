@@ -1,0 +1,99 @@
+"""One transformer tower of CLIP, run block by block over open_clip's own modules.
+
+``Tower.forward`` is the one place where prompts and biases enter a block:
+  * deep prompts: before block i (0 < i < depth) the prompt slot is *replaced* by block i's own
+    learned vectors (block 0's prompts enter with the embeddings, see ``model.py``);
+  * bias tuning: learned vectors are added to the residual stream after the attention and/or
+    the MLP of blocks i < depth, every token alike.
+Because replaced prompts never pass their own output on, a deep prompt acts on the other tokens
+only through its keys and values in that block: a constrained key/value prefix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attention import NO_ABLATION, Ablation, self_attention
+from .capture import Recorder, Scope
+
+
+@dataclass(frozen=True)
+class PromptSlot:
+    """Where a tower's prompt tokens sit in its sequence: positions start .. start + length - 1."""
+
+    start: int
+    length: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.length
+
+    def key_mask(self, n_tokens: int, device=None) -> torch.Tensor | None:
+        if self.length == 0:
+            return None
+        mask = torch.zeros(n_tokens, dtype=torch.bool, device=device)
+        mask[self.start:self.stop] = True
+        return mask
+
+
+class DeepPrompts(nn.Module):
+    """Learned prompt vectors for blocks 0 .. depth-1 of one tower: ``vectors`` [depth, n_ctx, width]."""
+
+    def __init__(self, depth: int, n_ctx: int, width: int, first: torch.Tensor | None = None):
+        super().__init__()
+        vectors = torch.empty(depth, n_ctx, width).normal_(std=0.02)
+        if first is not None:
+            vectors[0] = first
+        self.vectors = nn.Parameter(vectors)
+
+    @property
+    def depth(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def n_ctx(self) -> int:
+        return self.vectors.shape[1]
+
+
+class ResidualBiases(nn.Module):
+    """Learned residual-stream biases after attention (``attn``) and/or MLP (``mlp``), [depth, width]."""
+
+    def __init__(self, where: str, depth: int, width: int):
+        super().__init__()
+        self.attn = nn.Parameter(torch.zeros(depth, width)) if where in ("attn", "both") else None
+        self.mlp = nn.Parameter(torch.zeros(depth, width)) if where in ("mlp", "both") else None
+
+    def at(self, name: str, block: int) -> torch.Tensor | float:
+        bias = getattr(self, name)
+        return bias[block] if bias is not None and block < bias.shape[0] else 0.0
+
+
+class Tower(nn.Module):
+    """Runs open_clip's residual blocks with this variant's prompts and biases inserted."""
+
+    def __init__(self, name: str, blocks: nn.ModuleList, slot: PromptSlot,
+                 prompts: DeepPrompts | None, biases: ResidualBiases | None):
+        super().__init__()
+        self.name, self.slot = name, slot
+        self.blocks = blocks
+        self.prompts = prompts
+        self.biases = biases
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                recorder: Recorder | None = None, ablation: Ablation = NO_ABLATION) -> torch.Tensor:
+        prompt_keys = self.slot.key_mask(x.shape[1], x.device)
+        for i, block in enumerate(self.blocks):
+            if self.prompts is not None and 0 < i < self.prompts.depth:
+                deep = self.prompts.vectors[i].to(x.dtype).expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :self.slot.start], deep, x[:, self.slot.stop:]], dim=1)
+            scope = Scope(recorder, f"{self.name}.blocks.{i}")
+            scope.record("resid_pre", x)
+            attn_out = self_attention(block.attn, block.ln_1(x), mask, prompt_keys, scope, ablation)
+            x = x + block.ls_1(attn_out) + self._bias("attn", i)
+            x = x + block.ls_2(block.mlp(block.ln_2(x))) + self._bias("mlp", i)
+        return x
+
+    def _bias(self, where: str, block: int):
+        return 0.0 if self.biases is None else self.biases.at(where, block)

@@ -1,0 +1,192 @@
+"""The CLIP variants: equivalence with open_clip, the IVLP rule, the decomposition, parameters."""
+import pytest
+import torch
+
+from analysis_lib.attention import Ablation
+from analysis_lib.backbone import UnknownModelError, WeightsNotFoundError, load_backbone
+from analysis_lib.model import build_model
+from analysis_lib.variants import VariantError
+
+CLASSES = ["cat", "dog", "red fox", "golden retriever"]
+TEMPLATE = "a photo of a {}."
+
+
+def images(backbone, n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, backbone.image_size, backbone.image_size, generator=g)
+
+
+def randomise(model, seed=0):
+    """Learned parameters start at zero for biases: give them values so tests see their effect."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return model
+
+
+@pytest.mark.parametrize("size", ["tiny", "vitb16"])
+def test_zeroshot_equals_open_clip(size, request):
+    backbone = request.getfixturevalue(size)
+    model = build_model("zeroshot", backbone, CLASSES, TEMPLATE)
+    x = images(backbone)
+    clip = backbone.clip
+    with torch.no_grad():
+        tokens = backbone.tokenizer([TEMPLATE.format(c) for c in CLASSES])   # full 77 tokens
+        ref = clip.logit_scale.exp() * clip.encode_image(x, normalize=True) @ \
+            clip.encode_text(tokens, normalize=True).T
+        ours = model(x)
+    assert model.text_tokens.shape[1] < tokens.shape[1]  # the text tower ran on a truncated context
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_truncated_text_equals_full_context(tiny):
+    model = build_model("ivlp", tiny, CLASSES, TEMPLATE, text_depth=2, vision_depth=2)
+    randomise(model)
+    with torch.no_grad():
+        short = model.encode_text()
+        full = tiny.tokenizer(model.prompt_texts)
+        model.text_tokens = full
+        long = model.encode_text()
+    torch.testing.assert_close(short, long, atol=1e-6, rtol=1e-5)
+
+
+def test_zero_biases_equal_zeroshot(tiny):
+    zs = build_model("zeroshot", tiny, CLASSES, TEMPLATE)
+    bias = build_model("bias", tiny, CLASSES, TEMPLATE, bias_text_depth=2, bias_vision_depth=2)
+    x = images(tiny)
+    with torch.no_grad():
+        torch.testing.assert_close(bias(x), zs(x), atol=0, rtol=0)
+        randomise(bias)
+        assert not torch.allclose(bias(x), zs(x), atol=1e-3)
+
+
+def test_block0_token_part_is_zeroshot_times_lambda(tiny):
+    """Vision: same tokens X in both models. Text: compare on the tokens both share."""
+    zs = build_model("zeroshot", tiny, CLASSES, TEMPLATE)
+    ivlp = randomise(build_model("ivlp", tiny, CLASSES, TEMPLATE, text_depth=2, vision_depth=2))
+    x = images(tiny)
+    names = ["*.blocks.0.attn.pattern", "*.blocks.0.attn.lam"]
+    with torch.no_grad(), zs.capture(names) as a, ivlp.capture(names) as b:
+        zs(x)
+        ivlp(x)
+    n = a["vision.blocks.0.attn.pattern"].shape[-1]                     # [CLS] + patches
+    lam = b["vision.blocks.0.attn.lam"][..., :n, None]
+    torch.testing.assert_close(b["vision.blocks.0.attn.pattern"][..., :n, :n],
+                               lam * a["vision.blocks.0.attn.pattern"], atol=1e-6, rtol=1e-5)
+    assert (lam < 1).all()
+    # Text: "a photo of a" are template words in zero-shot and learned prompts (positions 1..4) here.
+    shared = torch.ones(ivlp.text_tokens.shape[1], dtype=torch.bool)
+    shared[1:5] = False
+    zero = a["text.blocks.0.attn.pattern"][:, :, shared][..., shared]
+    zero = zero / zero.sum(-1, keepdim=True)
+    prompted = b["text.blocks.0.attn.pattern"][:, :, shared][..., shared]
+    lam_text = b["text.blocks.0.attn.lam"][:, :, shared, None]
+    torch.testing.assert_close(prompted, lam_text * zero, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["ivlp", "coop", "vision"])
+def test_decomposition_adds_up_and_capture_changes_nothing(tiny, variant):
+    depth = {"coop": {}, "vision": {"vision_depth": 2}, "ivlp": {"text_depth": 2, "vision_depth": 2}}
+    model = randomise(build_model(variant, tiny, CLASSES, TEMPLATE, **depth[variant]))
+    x = images(tiny)
+    with torch.no_grad():
+        plain = model(x)
+        with model.capture() as cache:
+            captured = model(x)
+    torch.testing.assert_close(captured, plain, atol=1e-5, rtol=1e-5)
+    for tower in ("text", "vision"):
+        for block in range(2):
+            get = lambda p: cache[f"{tower}.blocks.{block}.attn.{p}"]  # noqa: E731
+            total = get("pattern") @ get("v")
+            torch.testing.assert_close(get("token_part") + get("prompt_part"), total, atol=1e-5, rtol=0)
+            lam = get("lam")
+            assert (lam > 0).all() and (lam <= 1 + 1e-6).all()
+    n_ctx = model.config.text_n_ctx
+    if n_ctx:  # causal: prompt i sees [SOS] and prompts 1..i only
+        pattern = cache["text.blocks.1.attn.pattern"]
+        rows = pattern[:, :, 1:1 + n_ctx]                                  # prompt queries
+        allowed = torch.tril(torch.ones(n_ctx, pattern.shape[-1]), diagonal=1).bool()
+        assert rows[..., ~allowed].abs().max() == 0
+
+
+def test_removing_both_effects_gives_zeroshot_image_features(tiny):
+    zs = build_model("zeroshot", tiny, CLASSES, TEMPLATE)
+    vpt = randomise(build_model("vision", tiny, CLASSES, TEMPLATE, vision_depth=2))
+    x = images(tiny)
+    with torch.no_grad():
+        assert not torch.allclose(vpt(x), zs(x), atol=1e-3)
+        with vpt.ablate(Ablation(keep_rescale=False, keep_bias=False)):
+            torch.testing.assert_close(vpt(x), zs(x), atol=1e-5, rtol=1e-5)
+        with vpt.ablate(Ablation(keep_rescale=True, keep_bias=False)):
+            rescale_only = vpt(x)
+        with vpt.ablate(Ablation(keep_rescale=False, keep_bias=True)):
+            bias_only = vpt(x)
+    assert not torch.allclose(rescale_only, bias_only, atol=1e-4)
+
+
+def test_gradients_reach_only_trainable_parameters(tiny):
+    model = build_model("ivlp", tiny, CLASSES, TEMPLATE, text_depth=2, vision_depth=2)
+    loss = torch.nn.functional.cross_entropy(model(images(tiny)), torch.tensor([0, 1]))
+    loss.backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+    assert set(model.trainable_state()) == {"text_tower.prompts.vectors", "vision_tower.prompts.vectors"}
+
+
+def test_ivlp_parameter_count_at_vitb16(vitb16):
+    model = build_model("ivlp", vitb16, CLASSES, TEMPLATE, text_n_ctx=4, vision_n_ctx=4,
+                        text_depth=9, vision_depth=9)
+    assert model.n_trainable == 9 * 4 * 512 + 9 * 4 * 768 == 46_080
+    bias = build_model("bias", vitb16, CLASSES, TEMPLATE, bias_where="both")
+    assert bias.n_trainable == 12 * 2 * (512 + 768)
+
+
+def test_text_prompts_start_from_template_words(tiny):
+    model = build_model("coop", tiny, CLASSES, TEMPLATE, text_n_ctx=2)
+    assert model.prompt_texts[0] == "a photo of a cat."
+    words = tiny.clip.token_embedding(model.text_tokens[0, 1:3])
+    torch.testing.assert_close(model.text_tower.prompts.vectors[0], words)
+    assert model.token_layout("text").token_types[0][:6] == ["sos", "prompt", "prompt", "template",
+                                                              "template", "category"]
+    random_init = build_model("coop", tiny, CLASSES, TEMPLATE, text_n_ctx=6)
+    assert random_init.prompt_texts[0] == "X X X X X X cat."
+
+
+def test_save_load_reproduces_logits_bit_for_bit(tiny, tmp_path):
+    a = randomise(build_model("ivlp", tiny, CLASSES, TEMPLATE, text_depth=2, vision_depth=2), seed=1)
+    path = tmp_path / "prompts.safetensors"
+    a.save_trainable(path)
+    b = build_model("ivlp", tiny, CLASSES, TEMPLATE, text_depth=2, vision_depth=2)
+    b.load_trainable(path)
+    x = images(tiny)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+    wrong = build_model("vision", tiny, CLASSES, TEMPLATE, vision_depth=2)
+    with pytest.raises(VariantError, match="holds"):
+        wrong.load_trainable(path)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(variant="prompt"), "unknown variant 'prompt'; choose one of zeroshot, coop"),
+    (dict(variant="ivlp", text_n_ctx=0), "text_n_ctx must be in 1..32"),
+    (dict(variant="ivlp", text_depth=2, vision_depth=3), r"vision_depth must be in 1..2 for this backbone"),
+    (dict(variant="ivlp", text_depth="9"), "text_depth must be an integer, got '9'"),
+    (dict(variant="vision", text_n_ctx=4), "variant 'vision' does not take text_n_ctx"),
+    (dict(variant="bias", bias_where="qkv"), "bias_where must be one of attn, mlp, both"),
+])
+def test_bad_variant_arguments(tiny, kwargs, message):
+    variant = kwargs.pop("variant")
+    with pytest.raises(VariantError, match=message):
+        build_model(variant, tiny, CLASSES, TEMPLATE, **kwargs)
+
+
+def test_bad_backbone_arguments(tmp_path):
+    with pytest.raises(UnknownModelError, match="unknown model 'ViT-Q-99'"):
+        load_backbone("ViT-Q-99")
+    with pytest.raises(WeightsNotFoundError, match="neither a checkpoint file nor a known tag"):
+        load_backbone("tiny-clip", str(tmp_path / "missing.pt"))
