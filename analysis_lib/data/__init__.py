@@ -1,0 +1,17 @@
+"""The dataset layer: the 11 datasets' on-disk layouts, their readers, few-shot subsets, base/novel.
+
+Image transforms and the torch Dataset live in `analysis_lib.data.transforms` (it imports torch).
+"""
+from .errors import (DataRootError, DatasetError, DatasetFolderError, MissingImagesError,
+                     SplitFileFormatError, SplitFileMissingError, UnknownDatasetError)
+from .fewshot import draw_fewshot, fewshot_split, split_classes, subsample_classes
+from .readers import SPLITS, DatasetSplits, Item, mask_path, prompt_classnames, read_dataset
+from .registry import PAPER_DATASETS, DatasetSpec, dataset_names, get_spec, register_dataset
+
+__all__ = [
+    "DataRootError", "DatasetError", "DatasetFolderError", "MissingImagesError",
+    "SplitFileFormatError", "SplitFileMissingError", "UnknownDatasetError",
+    "draw_fewshot", "fewshot_split", "split_classes", "subsample_classes",
+    "SPLITS", "DatasetSplits", "Item", "mask_path", "prompt_classnames", "read_dataset",
+    "PAPER_DATASETS", "DatasetSpec", "dataset_names", "get_spec", "register_dataset",
+]
