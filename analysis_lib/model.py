@@ -209,13 +209,15 @@ class PromptedCLIP(nn.Module):
         save_file(state, str(tmp), metadata={"variant": json.dumps(self.config.to_dict())})
         tmp.replace(path)
 
-    def load_trainable(self, path: str | Path) -> None:
-        state = load_file(str(path))
+    def load_trainable(self, source: str | Path | dict[str, torch.Tensor]) -> None:
+        """Load learned parameters from a safetensors file or another model's ``trainable_state()``."""
+        state = source if isinstance(source, dict) else load_file(str(source))
         own = self.trainable_state()
         if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
             got = {k: tuple(v.shape) for k, v in state.items()}
             want = {k: tuple(v.shape) for k, v in own.items()}
-            raise VariantError(f"{path} holds {got}, but this {self.config.variant} model learns {want}")
+            where = "the given state" if isinstance(source, dict) else str(source)
+            raise VariantError(f"{where} holds {got}, but this {self.config.variant} model learns {want}")
         with torch.no_grad():
             for name, p in self.named_parameters():
                 if name in state:

@@ -1,0 +1,144 @@
+"""One training run of the base-to-novel protocol, as the train notebook executes it.
+
+Seed → backbone → few-shot split → train on the base classes → evaluate on base test and
+novel test (the novel model shares the learned parameters; only its class list differs) →
+the run folder: learned parameters (safetensors), the loss curve, metrics.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from . import data
+from .backbone import load_backbone
+from .data.transforms import ItemDataset, eval_transform, train_transform
+from .model import build_model
+from .training import evaluate, harmonic_mean, set_seed, train
+
+log = logging.getLogger(__name__)
+
+PARAMS_FILE = "trainable.safetensors"
+METRICS_FILE = "metrics.json"
+LOSS_FILE = "loss.csv"
+
+
+@dataclass
+class RunSettings:
+    """Everything one run depends on; defaults are PromptSRC's IVLP protocol."""
+
+    dataset: str
+    variant: str
+    data_root: str
+    output_dir: str
+    variant_params: dict = field(default_factory=dict)
+    seed: int = 1
+    shots: int = 16
+    model: str = "ViT-B-16-quickgelu"
+    pretrained: str | None = "openai"
+    device: str = "auto"
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 0.0025
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    precision: str = "auto"
+    eval_batch_size: int = 100
+    num_workers: int = 2
+    progress: bool = True
+
+    def __post_init__(self):
+        for f in fields(self):
+            check_type(f.name, getattr(self, f.name), f.type)
+
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,),
+          "str | None": (str, type(None))}
+
+
+def check_type(name: str, value, annotation: str) -> None:
+    """One clear error for a parameter of the wrong type (papermill passes whatever it was given)."""
+    expected = _TYPES[annotation]
+    wrong_bool = isinstance(value, bool) and bool not in expected
+    if wrong_bool or not isinstance(value, expected):
+        raise TypeError(f"parameter {name!r} must be {annotation}, got {value!r} "
+                        f"({type(value).__name__})")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def versions() -> dict:
+    import open_clip
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "open_clip": open_clip.__version__}
+
+
+def run_training(settings: RunSettings) -> dict:
+    """Train and evaluate one (dataset, variant, seed); write the run folder; return the metrics."""
+    start = time.perf_counter()
+    out = Path(settings.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(settings.seed)
+    device = resolve_device(settings.device)
+    backbone = load_backbone(settings.model, settings.pretrained, device=str(device))
+    spec = data.get_spec(settings.dataset)
+    splits = data.fewshot_split(settings.dataset, settings.data_root, settings.shots, settings.seed)
+    base, novel = data.split_classes(splits, "base"), data.split_classes(splits, "novel")
+
+    model = build_model(settings.variant, backbone, data.prompt_classnames(base.classnames),
+                        spec.template, **settings.variant_params)
+    losses: list[float] = []
+    if model.n_trainable:
+        loader = DataLoader(ItemDataset(base.train, train_transform(backbone.image_size, backbone.mean,
+                                                                    backbone.std)),
+                            batch_size=settings.batch_size, shuffle=True, drop_last=False,
+                            num_workers=settings.num_workers,
+                            generator=torch.Generator().manual_seed(settings.seed))
+        losses = train(model, loader, lr=settings.lr, epochs=settings.epochs, momentum=settings.momentum,
+                       weight_decay=settings.weight_decay, warmup_epochs=settings.warmup_epochs,
+                       warmup_lr=settings.warmup_lr, precision=settings.precision,
+                       progress=settings.progress)
+        model.save_trainable(out / PARAMS_FILE)
+
+    def test_loader(items):
+        return DataLoader(ItemDataset(items, eval_transform(backbone.image_size, backbone.mean, backbone.std)),
+                          batch_size=settings.eval_batch_size, num_workers=settings.num_workers)
+
+    base_acc = evaluate(model, test_loader(base.test), settings.precision, settings.progress)
+    novel_model = build_model(settings.variant, backbone, data.prompt_classnames(novel.classnames),
+                              spec.template, **settings.variant_params)
+    novel_model.load_trainable(model.trainable_state())
+    novel_acc = evaluate(novel_model, test_loader(novel.test), settings.precision, settings.progress)
+
+    metrics = {
+        "dataset": settings.dataset, "variant": settings.variant, "seed": settings.seed,
+        "base_acc": base_acc, "novel_acc": novel_acc, "hm": harmonic_mean(base_acc, novel_acc),
+        "n_trainable": model.n_trainable, "n_base_classes": len(base.classnames),
+        "n_novel_classes": len(novel.classnames), "n_train_images": len(base.train),
+        "wall_time_s": time.perf_counter() - start, "device": str(device),
+        "settings": asdict(settings), "variant_config": model.config.to_dict(), "versions": versions(),
+    }
+    _write_text(out / LOSS_FILE, "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
+    _write_text(out / METRICS_FILE, json.dumps(metrics, indent=2))
+    log.info("%s / %s / seed %d: base %.2f novel %.2f HM %.2f", settings.dataset, settings.variant,
+             settings.seed, base_acc, novel_acc, metrics["hm"])
+    return metrics
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
