@@ -1,0 +1,62 @@
+"""Reading a finished run folder back: the trained model for base or novel classes, its test data.
+
+Analyses start here, so that they see exactly the model and the few-shot split the run used.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from . import data
+from .backbone import Backbone, load_backbone
+from .data.transforms import ItemDataset, eval_transform
+from .model import PromptedCLIP, build_model
+from .run import METRICS_FILE, PARAMS_FILE, RunSettings, resolve_device
+from .training import set_seed
+
+
+class RunFolderError(FileNotFoundError):
+    """A run folder that is missing or incomplete."""
+
+
+@dataclass
+class LoadedRun:
+    settings: RunSettings
+    metrics: dict
+    backbone: Backbone
+    splits: dict[str, data.DatasetSplits]  # "base" and "novel"
+
+    def model(self, classes: str = "base") -> PromptedCLIP:
+        """The trained variant for the base or the novel classes (learned parameters loaded)."""
+        s = self.settings
+        split = self.splits[classes]
+        model = build_model(s.variant, self.backbone, data.prompt_classnames(split.classnames),
+                            data.get_spec(s.dataset).template, **s.variant_params)
+        if model.n_trainable:
+            model.load_trainable(Path(s.output_dir) / PARAMS_FILE)
+        return model.eval()
+
+    def test_loader(self, classes: str = "base", limit: int | None = None, batch_size: int = 50) -> DataLoader:
+        items = self.splits[classes].test[:limit]
+        transform = eval_transform(self.backbone.image_size, self.backbone.mean, self.backbone.std)
+        return DataLoader(ItemDataset(items, transform), batch_size=batch_size)
+
+
+def load_run(run_dir: str | Path, device: str = "auto", data_root: str | None = None) -> LoadedRun:
+    """Rebuild a run from its folder; ``data_root`` overrides where the data lives now."""
+    run_dir = Path(run_dir)
+    metrics_file = run_dir / METRICS_FILE
+    if not metrics_file.is_file():
+        raise RunFolderError(f"{run_dir} has no {METRICS_FILE}: it is not a finished run folder "
+                             "(run the sweep, or point at another folder)")
+    metrics = json.loads(metrics_file.read_text())
+    settings = RunSettings(**{**metrics["settings"], "output_dir": str(run_dir),
+                              "data_root": data_root or metrics["settings"]["data_root"]})
+    set_seed(settings.seed)  # as the run did: a randomly initialised backbone comes out the same
+    backbone = load_backbone(settings.model, settings.pretrained, device=str(resolve_device(device)))
+    splits = data.fewshot_split(settings.dataset, settings.data_root, settings.shots, settings.seed)
+    return LoadedRun(settings, metrics, backbone,
+                     {c: data.split_classes(splits, c) for c in ("base", "novel")})

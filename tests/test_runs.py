@@ -1,0 +1,49 @@
+"""A training run end to end on the miniature data, read back by the analyses."""
+import json
+
+import pytest
+
+from analysis_lib.causal import ablation_accuracy
+from analysis_lib.run import RunSettings, run_training
+from analysis_lib.runs import RunFolderError, load_run
+
+
+@pytest.fixture(scope="module")
+def ivlp_run(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    settings = RunSettings(dataset="OxfordPets", variant="ivlp", data_root=str(data_root), output_dir=str(out),
+                           variant_params={"text_depth": 2, "vision_depth": 2}, model="tiny-clip",
+                           pretrained=None, shots=2, epochs=2, num_workers=0, progress=False)
+    return settings, run_training(settings)
+
+
+def test_run_folder_and_reload(ivlp_run):
+    settings, metrics = ivlp_run
+    written = json.loads((__import__("pathlib").Path(settings.output_dir) / "metrics.json").read_text())
+    assert written["base_acc"] == metrics["base_acc"] and written["n_trainable"] == 1024
+    run = load_run(settings.output_dir)
+    assert run.model("novel").classnames != run.model("base").classnames
+    table = ablation_accuracy(run)
+    as_trained = table.set_index("ablation").loc["as trained"]
+    assert as_trained["base"] == pytest.approx(metrics["base_acc"])
+    assert as_trained["novel"] == pytest.approx(metrics["novel_acc"])
+    assert list(table["ablation"]) == ["as trained", "bias term removed", "rescaling removed", "both removed"]
+
+
+def test_same_seed_same_metrics(ivlp_run, tmp_path):
+    settings, metrics = ivlp_run
+    again = run_training(RunSettings(**{**settings.__dict__, "output_dir": str(tmp_path)}))
+    for key in ("base_acc", "novel_acc", "hm"):
+        assert again[key] == metrics[key]
+    assert (tmp_path / "loss.csv").read_text() == \
+        (__import__("pathlib").Path(settings.output_dir) / "loss.csv").read_text()
+
+
+def test_missing_run_folder(tmp_path):
+    with pytest.raises(RunFolderError, match="not a finished run folder"):
+        load_run(tmp_path)
+
+
+def test_wrong_parameter_type():
+    with pytest.raises(TypeError, match="parameter 'epochs' must be int, got '3'"):
+        RunSettings(dataset="OxfordPets", variant="ivlp", data_root="d", output_dir="o", epochs="3")
