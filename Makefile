@@ -19,3 +19,5 @@ test: env
 
 bench: env
 	$(PY) benchmarks/bench_model.py --threads $(THREADS)
+	$(PY) benchmarks/bench_training.py --threads $(THREADS)
+	$(PY) benchmarks/bench_fewshot.py
