@@ -1,0 +1,84 @@
+"""Command line: `python -m analysis_lib sweep|aggregate EXPERIMENT.yaml ...`.
+
+sweep      execute every run of the experiment that is not complete, then write the results table
+aggregate  write the results table (output_root/results.csv, .json) from the finished runs
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import aggregate, sweep
+from .experiment import Experiment, load_experiment
+from .train_config import ConfigError
+
+log = logging.getLogger("analysis_lib")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis_lib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("sweep", help="execute the experiment's runs")
+    run.add_argument("experiment", help="experiment file (YAML), e.g. experiments/demo.yaml")
+    run.add_argument("--workers", type=int, default=None,
+                     help="LocalCluster worker processes (default: one per GPU, 1 without GPUs); "
+                          "0 runs in this process, one run after another, without Dask")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="use the running Dask cluster at ADDRESS (tcp://host:8786) instead of a LocalCluster")
+    run.add_argument("--only", metavar="PATTERN", action="append",
+                     help="only runs whose id (dataset/variant/seedK) matches this shell pattern, "
+                          "e.g. 'EuroSAT/*' or '*/ivlp/*'; repeatable")
+    run.add_argument("--dry-run", action="store_true", help="list the runs and whether each is complete")
+    run.add_argument("--data-root", help="data folder to use instead of the file's data_root")
+    agg = commands.add_parser("aggregate", help="write the results table of the finished runs")
+    agg.add_argument("experiment")
+    args = parser.parse_args(argv)
+    if args.command == "sweep" and args.workers is not None and args.workers < 0:
+        parser.error("--workers must be 0 (in this process) or more")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+
+    try:
+        if args.command == "aggregate":
+            return _aggregate(load_experiment(args.experiment, require_data=False))
+        experiment = load_experiment(args.experiment, data_root=args.data_root)
+        runs = sweep.select_runs(experiment.runs(), args.only)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for r in runs:
+            state = "complete" if sweep.is_complete(sweep.run_folder(experiment.output_root, r), r.config_hash) \
+                else "to run"
+            print(f"{r.run_id:<40} {state:<9} {r.config_hash[:12]}")
+        print(f"{len(runs)} runs, notebook {experiment.notebook}, output {experiment.output_root}")
+        return 0
+    gpus = [] if args.scheduler or experiment.device == "cpu" or args.workers == 0 else sweep.visible_gpus()
+    workers = args.workers if args.workers is not None else max(1, len(gpus))
+    results = sweep.run_sweep(runs, experiment.notebook, experiment.output_root, workers=workers,
+                              scheduler=args.scheduler, gpus=gpus)
+    print(sweep.summary_table(results))
+    if any(r.status != "failed" for r in results):
+        _aggregate(experiment)
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _aggregate(experiment: Experiment) -> int:
+    """Results table of the runs that are complete for the experiment's current configuration."""
+    runs = experiment.runs()
+    folders = [sweep.run_folder(experiment.output_root, r) for r in runs]
+    done = [folder / sweep.METRICS_FILE for folder, r in zip(folders, runs)
+            if sweep.is_complete(folder, r.config_hash)]
+    if not done:
+        print(f"error: no finished runs under {experiment.output_root}", file=sys.stderr)
+        return 2
+    table = aggregate.results_table(aggregate.load_metrics(done))
+    paths = aggregate.write_results(table, experiment.output_root)
+    log.info("%d of %d runs aggregated into %s", len(done), len(runs), ", ".join(map(str, paths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Experiment files: datasets × variants × seeds, expanded into the runs the sweep executes.
+
+An experiment file (YAML) names the datasets, the variants (a name → the variant kind and its
+hyper-parameters), the seeds, the shared training settings (`TrainConfig`), the backbone, and
+where data, runs and the notebook are. Each run becomes one flat parameter dict for the train
+notebook, a stable id (`<dataset>/<variant name>/seed<k>`, also its folder under output_root)
+and a config hash that tells the sweep whether a finished folder still matches the file.
+
+Relative paths in the file are relative to the directory the sweep is started from (the
+repository root, as in every command of the README); the notebook runs there too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from .train_config import ConfigError, TrainConfig, check_type, unknown_name_error
+
+DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
+DEFAULT_SEEDS = (1, 2, 3)
+REQUIRED_KEYS = ("datasets", "variants", "model", "data_root")
+OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device")
+# Mirrors analysis_lib.variants (VARIANTS and VariantConfig's fields): which kinds exist and the
+# type of each hyper-parameter; which kind takes which is that module's check (`check_variant`).
+VARIANT_KINDS = ("zeroshot", "coop", "text", "vision", "ivlp", "bias")
+VARIANT_HPARAMS = {"text_n_ctx": int, "text_depth": int, "vision_n_ctx": int, "vision_depth": int,
+                   "ctx_init": str | None, "bias_where": str, "bias_text_depth": int,
+                   "bias_vision_depth": int}
+BIAS_PLACES = ("attn", "mlp", "both")
+# Parameters that say where things are, not what is computed: left out of the config hash, so
+# moving the data or the runs does not make finished runs look stale.
+LOCATION_KEYS = ("data_root", "output_dir")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+class ExperimentError(ConfigError):
+    """An experiment file that cannot be run as written; the message names the file, key and fix."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One notebook execution: (dataset, variant, seed) with every parameter it gets."""
+
+    run_id: str
+    dataset: str
+    variant_name: str
+    seed: int
+    params: dict  # the notebook's parameters, except output_dir (the sweep sets it)
+    config_hash: str
+
+
+@dataclass(frozen=True)
+class Experiment:
+    path: Path
+    datasets: tuple[str, ...]
+    variants: dict[str, dict]  # name -> {"variant": kind, hyper-parameters..., train overrides...}
+    seeds: tuple[int, ...]
+    train: TrainConfig
+    model: str
+    pretrained: str | None
+    data_root: str
+    output_root: str
+    notebook: str
+    device: str
+
+    def runs(self) -> list[Run]:
+        """Every (dataset, variant, seed), datasets outermost, in the file's order."""
+        return [self._run(dataset, name, seed) for dataset in self.datasets
+                for name in self.variants for seed in self.seeds]
+
+    def _run(self, dataset: str, variant_name: str, seed: int) -> Run:
+        spec = dict(self.variants[variant_name])
+        kind = spec.pop("variant")
+        overrides = {key: spec.pop(key) for key in list(spec) if key in TrainConfig.keys()}
+        train = TrainConfig.from_dict({**asdict(self.train), **overrides})
+        params = {"dataset": dataset, "variant": kind, "variant_params": spec, "seed": seed,
+                  "model": self.model, "pretrained": self.pretrained, "data_root": self.data_root,
+                  "device": self.device, **asdict(train)}
+        return Run(run_id=f"{dataset}/{variant_name}/seed{seed}", dataset=dataset,
+                   variant_name=variant_name, seed=seed, params=params,
+                   config_hash=config_hash(params))
+
+
+def hashed_config(params: Mapping) -> dict:
+    """The part of a run's parameters that defines its result (everything but locations)."""
+    return {key: value for key, value in params.items() if key not in LOCATION_KEYS}
+
+
+def config_hash(params: Mapping) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of `hashed_config(params)`."""
+    canonical = json.dumps(hashed_config(params), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def registered_datasets() -> list[str]:
+    """The dataset names the project's registry knows: the default list of valid names."""
+    from .data import dataset_names
+    return dataset_names()
+
+
+def load_experiment(path: str | Path, known_datasets: Collection[str] | None = None,
+                    check_variant: Callable[..., object] | None = None,
+                    data_root: str | None = None, require_data: bool = True) -> Experiment:
+    """Read and validate an experiment file; every problem is one ExperimentError.
+
+    known_datasets: valid dataset names (default: `registered_datasets()`).
+    check_variant: called as check_variant(kind, **hyper_parameters) for each variant; a ValueError
+    it raises is reported with the variant's name (e.g. `analysis_lib.variants.variant_config`).
+    data_root: replaces the file's data_root (a machine's own data folder).
+    require_data: whether data_root must exist (not needed to aggregate finished runs).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ExperimentError(f"experiment file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ExperimentError(f"{path} is not valid YAML: {err}") from None
+    try:
+        return _parse(path, raw, known_datasets if known_datasets is not None else registered_datasets(),
+                      check_variant, data_root, require_data)
+    except ConfigError as err:
+        raise ExperimentError(f"{path}: {err}") from None
+
+
+def _parse(path: Path, raw, known_datasets: Collection[str], check_variant, data_root_override,
+           require_data: bool) -> Experiment:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the file must be a mapping with keys {', '.join(REQUIRED_KEYS)}, "
+                          f"got {type(raw).__name__}")
+    for key in raw:
+        if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
+            raise unknown_name_error("top level", "key", key, sorted(REQUIRED_KEYS + OPTIONAL_KEYS))
+    for key in REQUIRED_KEYS:
+        if key not in raw:
+            raise ConfigError(f"missing key {key!r} (required: {', '.join(REQUIRED_KEYS)})")
+
+    datasets = _name_list(raw["datasets"], "datasets", str)
+    for name in datasets:
+        if name not in known_datasets:
+            raise unknown_name_error("datasets", "dataset", name, known_datasets)
+    seeds = _name_list(raw.get("seeds", list(DEFAULT_SEEDS)), "seeds", int)
+    variants = _variants(raw["variants"], check_variant)
+    train = TrainConfig.from_dict(raw.get("train") or {}, where="train")
+    model, pretrained = _model(raw["model"])
+
+    data_root = check_type("data_root", data_root_override or raw["data_root"], str)
+    if require_data and not Path(data_root).expanduser().is_dir():
+        raise ConfigError(f"data_root {data_root} (here: {Path(data_root).expanduser().absolute()}) "
+                          "does not exist; set data_root in the file or pass --data-root DIR")
+    notebook = check_type("notebook", raw.get("notebook", DEFAULT_NOTEBOOK), str)
+    if not Path(notebook).is_file():
+        raise ConfigError(f"notebook {notebook} not found (relative paths start at the directory "
+                          "the sweep runs from, normally the repository root)")
+    return Experiment(path=path, datasets=datasets, variants=variants, seeds=seeds, train=train,
+                      model=model, pretrained=pretrained, data_root=data_root,
+                      output_root=check_type("output_root", raw.get("output_root", f"runs/{path.stem}"), str),
+                      notebook=notebook, device=check_type("device", raw.get("device", "auto"), str))
+
+
+def _name_list(value, where: str, item_type) -> tuple:
+    """A non-empty list without repeats, each item of ``item_type``."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where} must be a non-empty list, got {value!r}")
+    items = tuple(check_type(f"{where}[{i}]", item, item_type) for i, item in enumerate(value))
+    repeated = sorted({str(item) for item in items if items.count(item) > 1})
+    if repeated:
+        raise ConfigError(f"{where} lists {', '.join(repeated)} more than once")
+    return items
+
+
+def _model(value) -> tuple[str, str | None]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"model must be a mapping {{name: ..., pretrained: ...}}, got {value!r}")
+    for key in value:
+        if key not in ("name", "pretrained"):
+            raise unknown_name_error("model", "key", key, ("name", "pretrained"))
+    for key in ("name", "pretrained"):
+        if key not in value:
+            raise ConfigError(f"model.{key} is missing (pretrained: an open_clip tag such as openai, "
+                              "a checkpoint path, or null for random weights)")
+    return check_type("model.name", value["name"], str), check_type("model.pretrained",
+                                                                     value["pretrained"], str | None)
+
+
+def _variants(value, check_variant) -> dict[str, dict]:
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"variants must be a non-empty mapping name -> {{variant: kind, ...}}, got {value!r}")
+    variants = {}
+    allowed = ("variant",) + tuple(VARIANT_HPARAMS) + TrainConfig.keys()
+    for name, spec in value.items():
+        where = f"variants.{name}"
+        if not isinstance(name, str) or not _SAFE_NAME.match(name):
+            raise ConfigError(f"variant name {name!r} must be letters, digits, _ . + - (it names a folder)")
+        if not isinstance(spec, dict) or "variant" not in spec:
+            raise ConfigError(f"{where} must be a mapping with a 'variant' key "
+                              f"(one of {', '.join(VARIANT_KINDS)}), got {spec!r}")
+        for key in spec:
+            if key not in allowed:
+                raise unknown_name_error(where, "key", key, allowed)
+        kind = spec["variant"]
+        if kind not in VARIANT_KINDS:
+            raise unknown_name_error(f"{where}.variant", "variant", kind, VARIANT_KINDS)
+        hparams = {key: check_type(f"{where}.{key}", spec[key], VARIANT_HPARAMS[key])
+                   for key in spec if key in VARIANT_HPARAMS}
+        if "bias_where" in hparams and hparams["bias_where"] not in BIAS_PLACES:
+            raise unknown_name_error(f"{where}.bias_where", "place", hparams["bias_where"], BIAS_PLACES)
+        overrides = {key: spec[key] for key in spec if key in TrainConfig.keys()}
+        TrainConfig.from_dict(overrides, where=where)  # checked here; runs() merges them into train
+        if check_variant is not None:
+            try:
+                check_variant(kind, **hparams)
+            except ValueError as err:
+                raise ConfigError(f"{where}: {err}") from None
+        variants[name] = {"variant": kind, **hparams, **overrides}
+    return variants

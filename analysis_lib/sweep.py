@@ -1,0 +1,260 @@
+"""Execute an experiment's runs: one papermill execution of the train notebook per run, on Dask.
+
+A run folder is complete when its metrics.json carries the run's config hash. The sweep writes
+that hash last, into a private `<run>.tmp-<uuid>` folder, and only then renames the folder into
+place, so a killed or failed run never looks complete and the next sweep re-runs it; completed
+runs with the same hash are skipped. A failed run's folder is kept as `<run>.failed` (its executed
+notebook shows the traceback); the other runs go on.
+
+Workers: `distributed.LocalCluster` (one process per worker, one task at a time each), or the
+user's own Dask cluster through its scheduler address. On a LocalCluster with GPUs each worker
+sees one GPU (`CUDA_VISIBLE_DEVICES`, round robin over the visible ones, set before the kernel
+starts); a cluster the user brings (e.g. dask-jobqueue on SLURM) keeps its own assignment.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import shutil
+import statistics
+import time
+import uuid
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import papermill
+from distributed import WorkerPlugin, as_completed
+from jupyter_client import AsyncKernelManager
+from jupyter_client.kernelspec import KernelSpec
+from tqdm.auto import tqdm
+
+from .experiment import Run, hashed_config
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+KERNEL_NAME = "python3"
+
+
+class ThisInterpreterKernelManager(AsyncKernelManager):
+    """Starts every notebook kernel as ipykernel on the interpreter running the sweep.
+
+    Jupyter resolves the name "python3" through kernelspec folders, where a user-wide spec left by
+    `ipykernel install --user` in another environment would run the notebook with other packages;
+    this manager skips the lookup, so a fresh venv works without registering any kernel. The
+    kernel process logs errors only (its start-up warnings would repeat for every run; the
+    notebook's own output and warnings still go into the executed notebook).
+    """
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        from ipykernel.kernelspec import RESOURCES, get_kernel_dict
+        spec = get_kernel_dict(extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        return KernelSpec(resource_dir=RESOURCES, name=KERNEL_NAME, **spec)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # "done", "skipped" or "failed"
+    seconds: float = 0.0
+    error: str = ""  # first line of the error, for failed runs
+    folder: str = ""  # the run folder, or the .failed folder to look into
+    timing: dict = field(default_factory=dict)  # papermill's view of the run, see notebook_timing
+
+
+def run_folder(output_root: Path, run: Run) -> Path:
+    return Path(output_root) / run.run_id
+
+
+def is_complete(folder: Path, config_hash: str) -> bool:
+    """Whether ``folder`` holds a finished run of exactly this configuration."""
+    try:
+        return json.loads((Path(folder) / METRICS_FILE).read_text()).get("config_hash") == config_hash
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def select_runs(runs: list[Run], patterns: Iterable[str] | None) -> list[Run]:
+    """The runs whose id matches any of the shell patterns (all runs for no pattern)."""
+    patterns = list(patterns or [])
+    if not patterns:
+        return runs
+    chosen = [run for run in runs if any(fnmatch.fnmatchcase(run.run_id, p) for p in patterns)]
+    if not chosen:
+        raise ValueError(f"--only {' '.join(patterns)} matches none of the {len(runs)} runs "
+                         f"(run ids look like {runs[0].run_id})")
+    return chosen
+
+
+def execute_run(run: Run, notebook: str | Path, output_root: str | Path, cwd: str | Path) -> RunResult:
+    """Execute the notebook for one run in a private folder and rename it into place on success.
+
+    Runs on a Dask worker (or in the calling process); all paths must be absolute or relative
+    to ``cwd``, where the kernel runs.
+    """
+    start = time.perf_counter()
+    final = run_folder(Path(cwd) / output_root, run)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(final)
+    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp.mkdir()
+    executed = tmp / Path(notebook).name
+    try:
+        papermill.execute_notebook(
+            str(Path(cwd) / notebook), str(executed), parameters={**run.params, "output_dir": str(tmp)},
+            kernel_name=KERNEL_NAME, kernel_manager_class=ThisInterpreterKernelManager,
+            progress_bar=False, cwd=str(cwd), start_timeout=120)
+        total = time.perf_counter() - start
+        timing = notebook_timing(nbformat.read(executed, as_version=4), total)
+        _stamp_metrics(tmp / METRICS_FILE, run, timing)
+    except Exception as err:  # one failed run must not stop the sweep: report it, keep its folder
+        failed = final.with_name(f"{final.name}.failed")
+        shutil.rmtree(failed, ignore_errors=True)
+        os.replace(tmp, failed)
+        return RunResult(run.run_id, "failed", time.perf_counter() - start, first_line(err), str(failed))
+    _publish(tmp, final)
+    return RunResult(run.run_id, "done", total, folder=str(final), timing=timing)
+
+
+def first_line(err: BaseException) -> str:
+    """A one-line description of ``err`` (papermill's errors name the cell's exception)."""
+    if isinstance(err, papermill.PapermillExecutionError):
+        text = f"{err.ename}: {err.evalue} (cell {err.cell_index})"
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+
+
+def notebook_timing(nb, total_s: float) -> dict:
+    """Where a run's time went: papermill records each cell's duration; the rest of the wall
+    time is kernel start-up, shutdown and notebook I/O (papermill's own overhead)."""
+    cells = [{"cell": (cell.source.strip().splitlines() or [""])[0][:60],
+              "s": cell.metadata.get("papermill", {}).get("duration") or 0.0}
+             for cell in nb.cells if cell.cell_type == "code"]
+    cells_s = sum(cell["s"] for cell in cells)
+    return {"total_s": total_s, "cells_s": cells_s, "kernel_s": total_s - cells_s, "cells": cells}
+
+
+def _stamp_metrics(path: Path, run: Run, timing: dict) -> None:
+    """Add the run's identity and config hash to the notebook's metrics.json: the completion mark."""
+    if not path.is_file():
+        raise FileNotFoundError(f"the notebook finished without writing {METRICS_FILE} into output_dir")
+    metrics = json.loads(path.read_text())
+    metrics.update({"run_id": run.run_id, "dataset": run.dataset, "variant_name": run.variant_name,
+                    "seed": run.seed, "config": hashed_config(run.params),
+                    "config_hash": run.config_hash, "papermill": timing})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, path)
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Folders of earlier attempts at this run that never completed (killed half-way)."""
+    for pattern in (".tmp-*", ".old-*"):
+        for stale in final.parent.glob(final.name + pattern):
+            log.info("removing %s, left by an interrupted run", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Put the finished folder in place of any older one (stale config or incomplete)."""
+    old = final.with_name(f"{final.name}.old-{uuid.uuid4().hex[:12]}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(final.with_name(f"{final.name}.failed"), ignore_errors=True)
+
+
+class OneGPUPerWorker(WorkerPlugin):
+    """Dask worker plugin: worker k sees only GPU gpus[k % len(gpus)]; the notebook kernels it
+    starts inherit the setting. For LocalCluster workers, whose names are 0, 1, 2, ..."""
+
+    name = "one-gpu-per-worker"
+
+    def __init__(self, gpus: list[str]):
+        self.gpus = gpus
+
+    def setup(self, worker) -> None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = self.gpus[int(worker.name) % len(self.gpus)]
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use (its CUDA_VISIBLE_DEVICES entries, or 0..n-1)."""
+    import torch  # only here: importing torch costs seconds and the sweep needs it for nothing else
+    count = torch.cuda.device_count()
+    listed = [gpu.strip() for gpu in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if gpu.strip()]
+    return listed[:count] if listed else [str(i) for i in range(count)]
+
+
+def run_sweep(runs: list[Run], notebook: str, output_root: str, workers: int = 1,
+              scheduler: str | None = None, gpus: list[str] | None = None) -> list[RunResult]:
+    """Execute every run that is not complete; return one result per run, in the runs' order.
+
+    workers=0 runs them one after another in this process (no Dask); otherwise a LocalCluster of
+    ``workers`` processes, or the cluster at ``scheduler`` (then ``workers`` is ignored). gpus:
+    ids to spread over LocalCluster workers (None or empty: leave CUDA_VISIBLE_DEVICES alone).
+    """
+    cwd = Path.cwd()
+    results = {run.run_id: RunResult(run.run_id, "skipped", folder=str(run_folder(cwd / output_root, run)))
+               for run in runs if is_complete(run_folder(cwd / output_root, run), run.config_hash)}
+    todo = [run for run in runs if run.run_id not in results]
+    log.info("%d runs: %d complete, %d to execute", len(runs), len(results), len(todo))
+    progress = tqdm(total=len(todo), desc="runs", unit="run")
+    if todo and workers == 0:
+        for run in todo:
+            results[run.run_id] = execute_run(run, notebook, output_root, cwd)
+            progress.update()
+    elif todo:
+        with _client(workers, scheduler, gpus) as client:
+            futures = {client.submit(execute_run, run, notebook, output_root, cwd, pure=False): run
+                       for run in todo}
+            for future in as_completed(futures):
+                run = futures[future]
+                try:
+                    results[run.run_id] = future.result()
+                except Exception as err:  # the worker died (killed, out of memory, ...)
+                    results[run.run_id] = RunResult(run.run_id, "failed", error=first_line(err))
+                progress.update()
+    progress.close()
+    return [results[run.run_id] for run in runs]
+
+
+@contextmanager
+def _client(workers: int, scheduler: str | None, gpus: list[str] | None):
+    """A Dask client: to the cluster at ``scheduler``, or to a LocalCluster closed on exit."""
+    from distributed import Client, LocalCluster
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster, \
+            Client(cluster) as client:
+        log.info("Dask dashboard: %s", client.dashboard_link)
+        if gpus:
+            client.register_plugin(OneGPUPerWorker(gpus))
+        yield client
+
+
+def summary_table(results: list[RunResult]) -> str:
+    """Counts, then one line per executed run (done or failed, with the error's first line)."""
+    counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
+    lines = [" · ".join(f"{status} {n}" for status, n in counts.items())]
+    executed = [r for r in results if r.status != "skipped"]
+    if executed:
+        width = max(len(r.run_id) for r in executed)
+        lines.append(f"{'run':<{width}}  status  {'time':>7}  error / folder")
+        for r in executed:
+            detail = f"{r.error}  [{r.folder}]" if r.status == "failed" else r.folder
+            lines.append(f"{r.run_id:<{width}}  {r.status:<6}  {r.seconds:6.1f}s  {detail}")
+    overheads = [r.timing["kernel_s"] for r in results if r.timing]
+    if overheads:
+        lines.append(f"papermill overhead (kernel start, shutdown, I/O): median "
+                     f"{statistics.median(overheads):.2f} s per run over {len(overheads)} runs")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""The training hyper-parameters every trained variant shares, typed and checked once.
+
+Experiment files, the sweep and the trainer all read the same `TrainConfig`, so a key, a type or
+a default lives in exactly one place. The defaults are PromptSRC's IVLP protocol (PAPER.md):
+SGD with momentum, a cosine schedule after warm-up epochs at a constant small lr; the schedule's
+form is the trainer's, only its numbers are configurable.
+"""
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+class ConfigError(ValueError):
+    """A configuration value with the wrong name, type or range; the message names the fix."""
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               type(None): "null"}
+
+
+def check_type(where: str, value, expected):
+    """``value`` if it has type ``expected`` (int, float, str, bool or a union such as
+    ``str | None``), with ints widened to float where a number is expected, so that ``lr: 1``
+    and ``lr: 1.0`` hash alike; otherwise a ConfigError naming ``where``, the value and the type."""
+    options = typing.get_args(expected) or (expected,)
+    for option in options:
+        is_bool = isinstance(value, bool)
+        if option is type(None) and value is None:
+            return value
+        if option is bool and is_bool:
+            return value
+        if option is int and isinstance(value, int) and not is_bool:
+            return value
+        if option is float and isinstance(value, (int, float)) and not is_bool:
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+    expected_text = " or ".join(_TYPE_NAMES[option] for option in options)
+    hint = ""
+    if float in options and isinstance(value, str) and _parses_as_float(value):
+        hint = f"; YAML reads {value} as text: write it with a dot before the exponent, e.g. 1.0e-5"
+    raise ConfigError(f"{where} must be {expected_text}, got {value!r} ({type(value).__name__}){hint}")
+
+
+def _parses_as_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def unknown_name_error(where: str, what: str, name, valid) -> ConfigError:
+    """One message for a misspelt name: what was given, the closest valid one, all valid ones."""
+    valid = [str(v) for v in valid]
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}: unknown {what} {name!r}{guess}; valid: {', '.join(valid)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training and evaluation settings of one run; defaults: PromptSRC's IVLP protocol."""
+
+    shots: int = 16  # training images per class (Dassl's few-shot draw)
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 0.0025  # SGD, cosine decay to 0 after the warm-up
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1  # epochs at the constant warmup_lr before the cosine schedule
+    warmup_lr: float = 1e-5
+    precision: str = "auto"  # auto: bf16 autocast on a GPU, fp32 on the CPU
+    eval_batch_size: int = 100
+    num_workers: int = 2  # DataLoader worker processes
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            object.__setattr__(self, f.name, check_type(f.name, getattr(self, f.name), hints[f.name]))
+        for name, lowest in (("shots", 1), ("epochs", 0), ("batch_size", 1), ("warmup_epochs", 0),
+                             ("eval_batch_size", 1), ("num_workers", 0)):
+            if getattr(self, name) < lowest:
+                raise ConfigError(f"{name} must be at least {lowest}, got {getattr(self, name)}")
+        for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: Mapping, where: str = "train") -> TrainConfig:
+        """Defaults updated with ``values``; an unknown key or a bad value is a ConfigError
+        whose message starts with ``where`` (the section of the experiment file)."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where} must be a mapping of {', '.join(cls.keys())}, "
+                              f"got {values!r} ({type(values).__name__})")
+        for key in values:
+            if key not in cls.keys():
+                raise unknown_name_error(where, "key", key, sorted(cls.keys()))
+        try:
+            return cls(**values)
+        except ConfigError as err:
+            raise ConfigError(f"{where}.{err}") from None
