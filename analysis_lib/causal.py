@@ -11,7 +11,8 @@ import pandas as pd
 
 from .attention import Ablation
 from .runs import LoadedRun
-from .training import evaluate, harmonic_mean
+from .aggregate import harmonic_mean
+from .training import evaluate
 
 ABLATIONS = {
     "as trained": Ablation(keep_rescale=True, keep_bias=True),
@@ -30,7 +31,7 @@ def ablation_accuracy(run: LoadedRun, limit: int | None = None, progress: bool =
         acc = {}
         for classes in ("base", "novel"):
             with models[classes].ablate(ablation):
-                acc[classes] = evaluate(models[classes], loaders[classes], run.settings.precision, progress)
+                acc[classes] = evaluate(models[classes], loaders[classes], run.settings.train.precision, progress)
         rows.append({"ablation": name, "base": acc["base"], "novel": acc["novel"],
                      "hm": harmonic_mean(acc["base"], acc["novel"])})
     return pd.DataFrame(rows)

@@ -14,25 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
 from .train_config import ConfigError, TrainConfig, check_type, unknown_name_error
+from .variants import VARIANTS, VariantConfig, variant_config
 
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_SEEDS = (1, 2, 3)
 REQUIRED_KEYS = ("datasets", "variants", "model", "data_root")
 OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device")
-# Mirrors analysis_lib.variants (VARIANTS and VariantConfig's fields): which kinds exist and the
-# type of each hyper-parameter; which kind takes which is that module's check (`check_variant`).
-VARIANT_KINDS = ("zeroshot", "coop", "text", "vision", "ivlp", "bias")
-VARIANT_HPARAMS = {"text_n_ctx": int, "text_depth": int, "vision_n_ctx": int, "vision_depth": int,
-                   "ctx_init": str | None, "bias_where": str, "bias_text_depth": int,
-                   "bias_vision_depth": int}
-BIAS_PLACES = ("attn", "mlp", "both")
 # Parameters that say where things are, not what is computed: left out of the config hash, so
 # moving the data or the runs does not make finished runs look stale.
 LOCATION_KEYS = ("data_root", "output_dir")
@@ -105,13 +99,10 @@ def registered_datasets() -> list[str]:
 
 
 def load_experiment(path: str | Path, known_datasets: Collection[str] | None = None,
-                    check_variant: Callable[..., object] | None = None,
                     data_root: str | None = None, require_data: bool = True) -> Experiment:
     """Read and validate an experiment file; every problem is one ExperimentError.
 
     known_datasets: valid dataset names (default: `registered_datasets()`).
-    check_variant: called as check_variant(kind, **hyper_parameters) for each variant; a ValueError
-    it raises is reported with the variant's name (e.g. `analysis_lib.variants.variant_config`).
     data_root: replaces the file's data_root (a machine's own data folder).
     require_data: whether data_root must exist (not needed to aggregate finished runs).
     """
@@ -124,12 +115,12 @@ def load_experiment(path: str | Path, known_datasets: Collection[str] | None = N
         raise ExperimentError(f"{path} is not valid YAML: {err}") from None
     try:
         return _parse(path, raw, known_datasets if known_datasets is not None else registered_datasets(),
-                      check_variant, data_root, require_data)
+                      data_root, require_data)
     except ConfigError as err:
         raise ExperimentError(f"{path}: {err}") from None
 
 
-def _parse(path: Path, raw, known_datasets: Collection[str], check_variant, data_root_override,
+def _parse(path: Path, raw, known_datasets: Collection[str], data_root_override,
            require_data: bool) -> Experiment:
     if not isinstance(raw, dict):
         raise ConfigError(f"the file must be a mapping with keys {', '.join(REQUIRED_KEYS)}, "
@@ -146,7 +137,7 @@ def _parse(path: Path, raw, known_datasets: Collection[str], check_variant, data
         if name not in known_datasets:
             raise unknown_name_error("datasets", "dataset", name, known_datasets)
     seeds = _name_list(raw.get("seeds", list(DEFAULT_SEEDS)), "seeds", int)
-    variants = _variants(raw["variants"], check_variant)
+    variants = _variants(raw["variants"])
     train = TrainConfig.from_dict(raw.get("train") or {}, where="train")
     model, pretrained = _model(raw["model"])
 
@@ -189,34 +180,31 @@ def _model(value) -> tuple[str, str | None]:
                                                                      value["pretrained"], str | None)
 
 
-def _variants(value, check_variant) -> dict[str, dict]:
+def _variants(value) -> dict[str, dict]:
     if not isinstance(value, dict) or not value:
         raise ConfigError(f"variants must be a non-empty mapping name -> {{variant: kind, ...}}, got {value!r}")
     variants = {}
-    allowed = ("variant",) + tuple(VARIANT_HPARAMS) + TrainConfig.keys()
+    hparam_keys = tuple(f for f in VariantConfig.__dataclass_fields__ if f != "variant")
+    allowed = ("variant",) + hparam_keys + TrainConfig.keys()
     for name, spec in value.items():
         where = f"variants.{name}"
         if not isinstance(name, str) or not _SAFE_NAME.match(name):
             raise ConfigError(f"variant name {name!r} must be letters, digits, _ . + - (it names a folder)")
         if not isinstance(spec, dict) or "variant" not in spec:
             raise ConfigError(f"{where} must be a mapping with a 'variant' key "
-                              f"(one of {', '.join(VARIANT_KINDS)}), got {spec!r}")
+                              f"(one of {', '.join(VARIANTS)}), got {spec!r}")
         for key in spec:
             if key not in allowed:
                 raise unknown_name_error(where, "key", key, allowed)
         kind = spec["variant"]
-        if kind not in VARIANT_KINDS:
-            raise unknown_name_error(f"{where}.variant", "variant", kind, VARIANT_KINDS)
-        hparams = {key: check_type(f"{where}.{key}", spec[key], VARIANT_HPARAMS[key])
-                   for key in spec if key in VARIANT_HPARAMS}
-        if "bias_where" in hparams and hparams["bias_where"] not in BIAS_PLACES:
-            raise unknown_name_error(f"{where}.bias_where", "place", hparams["bias_where"], BIAS_PLACES)
+        if kind not in VARIANTS:
+            raise unknown_name_error(f"{where}.variant", "variant", kind, VARIANTS)
+        hparams = {key: spec[key] for key in spec if key in hparam_keys}
         overrides = {key: spec[key] for key in spec if key in TrainConfig.keys()}
         TrainConfig.from_dict(overrides, where=where)  # checked here; runs() merges them into train
-        if check_variant is not None:
-            try:
-                check_variant(kind, **hparams)
-            except ValueError as err:
-                raise ConfigError(f"{where}: {err}") from None
+        try:
+            variant_config(kind, **hparams)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
         variants[name] = {"variant": kind, **hparams, **overrides}
     return variants

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import time
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from . import data
 from .backbone import load_backbone
 from .data.transforms import ItemDataset, eval_transform, train_transform
 from .model import build_model
-from .training import evaluate, harmonic_mean, set_seed, train
+from .aggregate import harmonic_mean
+from .train_config import TrainConfig, check_type
+from .training import evaluate, set_seed, train
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ LOSS_FILE = "loss.csv"
 
 @dataclass
 class RunSettings:
-    """Everything one run depends on; defaults are PromptSRC's IVLP protocol."""
+    """Everything one run depends on: what to train, where, and the shared training settings."""
 
     dataset: str
     variant: str
@@ -40,38 +43,29 @@ class RunSettings:
     output_dir: str
     variant_params: dict = field(default_factory=dict)
     seed: int = 1
-    shots: int = 16
     model: str = "ViT-B-16-quickgelu"
     pretrained: str | None = "openai"
     device: str = "auto"
-    epochs: int = 20
-    batch_size: int = 4
-    lr: float = 0.0025
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 1
-    warmup_lr: float = 1e-5
-    precision: str = "auto"
-    eval_batch_size: int = 100
-    num_workers: int = 2
     progress: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
+        hints = typing.get_type_hints(RunSettings)
         for f in fields(self):
-            check_type(f.name, getattr(self, f.name), f.type)
+            if f.name != "train":
+                check_type(f"parameter {f.name!r}", getattr(self, f.name), hints[f.name])
 
+    @classmethod
+    def from_parameters(cls, namespace: dict) -> "RunSettings":
+        """Settings from a notebook's parameters: this class's fields plus the TrainConfig keys."""
+        own = {f.name for f in fields(cls)} - {"train"}
+        return cls(**{k: namespace[k] for k in own if k in namespace},
+                   train=TrainConfig(**{k: namespace[k] for k in TrainConfig.keys() if k in namespace}))
 
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "dict": (dict,),
-          "str | None": (str, type(None))}
-
-
-def check_type(name: str, value, annotation: str) -> None:
-    """One clear error for a parameter of the wrong type (papermill passes whatever it was given)."""
-    expected = _TYPES[annotation]
-    wrong_bool = isinstance(value, bool) and bool not in expected
-    if wrong_bool or not isinstance(value, expected):
-        raise TypeError(f"parameter {name!r} must be {annotation}, got {value!r} "
-                        f"({type(value).__name__})")
+    def to_dict(self) -> dict:
+        """Flat, like the notebook's parameters."""
+        flat = asdict(self)
+        return {**flat, **flat.pop("train")}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -95,7 +89,8 @@ def run_training(settings: RunSettings) -> dict:
     device = resolve_device(settings.device)
     backbone = load_backbone(settings.model, settings.pretrained, device=str(device))
     spec = data.get_spec(settings.dataset)
-    splits = data.fewshot_split(settings.dataset, settings.data_root, settings.shots, settings.seed)
+    cfg = settings.train
+    splits = data.fewshot_split(settings.dataset, settings.data_root, cfg.shots, settings.seed)
     base, novel = data.split_classes(splits, "base"), data.split_classes(splits, "novel")
 
     model = build_model(settings.variant, backbone, data.prompt_classnames(base.classnames),
@@ -104,24 +99,23 @@ def run_training(settings: RunSettings) -> dict:
     if model.n_trainable:
         loader = DataLoader(ItemDataset(base.train, train_transform(backbone.image_size, backbone.mean,
                                                                     backbone.std)),
-                            batch_size=settings.batch_size, shuffle=True, drop_last=False,
-                            num_workers=settings.num_workers,
+                            batch_size=cfg.batch_size, shuffle=True, drop_last=False,
+                            num_workers=cfg.num_workers,
                             generator=torch.Generator().manual_seed(settings.seed))
-        losses = train(model, loader, lr=settings.lr, epochs=settings.epochs, momentum=settings.momentum,
-                       weight_decay=settings.weight_decay, warmup_epochs=settings.warmup_epochs,
-                       warmup_lr=settings.warmup_lr, precision=settings.precision,
-                       progress=settings.progress)
+        losses = train(model, loader, lr=cfg.lr, epochs=cfg.epochs, momentum=cfg.momentum,
+                       weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs,
+                       warmup_lr=cfg.warmup_lr, precision=cfg.precision, progress=settings.progress)
         model.save_trainable(out / PARAMS_FILE)
 
     def test_loader(items):
         return DataLoader(ItemDataset(items, eval_transform(backbone.image_size, backbone.mean, backbone.std)),
-                          batch_size=settings.eval_batch_size, num_workers=settings.num_workers)
+                          batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
 
-    base_acc = evaluate(model, test_loader(base.test), settings.precision, settings.progress)
+    base_acc = evaluate(model, test_loader(base.test), cfg.precision, settings.progress)
     novel_model = build_model(settings.variant, backbone, data.prompt_classnames(novel.classnames),
                               spec.template, **settings.variant_params)
     novel_model.load_trainable(model.trainable_state())
-    novel_acc = evaluate(novel_model, test_loader(novel.test), settings.precision, settings.progress)
+    novel_acc = evaluate(novel_model, test_loader(novel.test), cfg.precision, settings.progress)
 
     metrics = {
         "dataset": settings.dataset, "variant": settings.variant, "seed": settings.seed,
@@ -129,7 +123,7 @@ def run_training(settings: RunSettings) -> dict:
         "n_trainable": model.n_trainable, "n_base_classes": len(base.classnames),
         "n_novel_classes": len(novel.classnames), "n_train_images": len(base.train),
         "wall_time_s": time.perf_counter() - start, "device": str(device),
-        "settings": asdict(settings), "variant_config": model.config.to_dict(), "versions": versions(),
+        "settings": settings.to_dict(), "variant_config": model.config.to_dict(), "versions": versions(),
     }
     _write_text(out / LOSS_FILE, "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
     _write_text(out / METRICS_FILE, json.dumps(metrics, indent=2))

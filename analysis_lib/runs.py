@@ -53,10 +53,10 @@ def load_run(run_dir: str | Path, device: str = "auto", data_root: str | None = 
         raise RunFolderError(f"{run_dir} has no {METRICS_FILE}: it is not a finished run folder "
                              "(run the sweep, or point at another folder)")
     metrics = json.loads(metrics_file.read_text())
-    settings = RunSettings(**{**metrics["settings"], "output_dir": str(run_dir),
-                              "data_root": data_root or metrics["settings"]["data_root"]})
+    settings = RunSettings.from_parameters({**metrics["settings"], "output_dir": str(run_dir),
+                                            "data_root": data_root or metrics["settings"]["data_root"]})
     set_seed(settings.seed)  # as the run did: a randomly initialised backbone comes out the same
     backbone = load_backbone(settings.model, settings.pretrained, device=str(resolve_device(device)))
-    splits = data.fewshot_split(settings.dataset, settings.data_root, settings.shots, settings.seed)
+    splits = data.fewshot_split(settings.dataset, settings.data_root, settings.train.shots, settings.seed)
     return LoadedRun(settings, metrics, backbone,
                      {c: data.split_classes(splits, c) for c in ("base", "novel")})

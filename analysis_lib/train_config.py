@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-               type(None): "null"}
+               type(None): "null", dict: "a mapping"}
 
 
 def check_type(where: str, value, expected):
@@ -38,7 +38,7 @@ def check_type(where: str, value, expected):
             return value
         if option is float and isinstance(value, (int, float)) and not is_bool:
             return float(value)
-        if option is str and isinstance(value, str):
+        if option in (str, dict) and isinstance(value, option):
             return value
     expected_text = " or ".join(_TYPE_NAMES[option] for option in options)
     hint = ""

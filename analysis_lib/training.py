@@ -95,7 +95,3 @@ def evaluate(model: PromptedCLIP, loader: DataLoader, precision: str = "auto",
     if total == 0:
         raise ValueError("the evaluation set is empty")
     return 100.0 * correct / total
-
-
-def harmonic_mean(base: float, novel: float) -> float:
-    return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)

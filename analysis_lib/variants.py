@@ -9,7 +9,10 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import typing
+from dataclasses import asdict, dataclass
+
+from .train_config import ConfigError, check_type
 
 VARIANTS = ("zeroshot", "coop", "text", "vision", "ivlp", "bias")
 BIAS_PLACES = ("attn", "mlp", "both")
@@ -69,12 +72,11 @@ def variant_config(variant: str, **hparams) -> VariantConfig:
         raise VariantError(f"variant {variant!r} does not take {', '.join(sorted(unknown))}; "
                            f"it takes: {allowed}")
     values = {**_DEFAULTS[variant], **hparams}
-    types = {f.name: f.type for f in fields(VariantConfig)}
-    for key, value in values.items():
-        if types[key] == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-            raise VariantError(f"{key} must be an integer, got {value!r} ({type(value).__name__})")
-        if types[key] == "str | None" and value is not None and not isinstance(value, str):
-            raise VariantError(f"{key} must be a string or null, got {value!r}")
+    types = typing.get_type_hints(VariantConfig)
+    try:
+        values = {key: check_type(key, value, types[key]) for key, value in values.items()}
+    except ConfigError as err:
+        raise VariantError(str(err)) from None
     config = VariantConfig(variant=variant, **values)
     for branch in ("text", "vision"):
         n_ctx, depth = getattr(config, f"{branch}_n_ctx"), getattr(config, f"{branch}_depth")

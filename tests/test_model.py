@@ -175,7 +175,7 @@ def test_save_load_reproduces_logits_bit_for_bit(tiny, tmp_path):
     (dict(variant="prompt"), "unknown variant 'prompt'; choose one of zeroshot, coop"),
     (dict(variant="ivlp", text_n_ctx=0), "text_n_ctx must be in 1..32"),
     (dict(variant="ivlp", text_depth=2, vision_depth=3), r"vision_depth must be in 1..2 for this backbone"),
-    (dict(variant="ivlp", text_depth="9"), "text_depth must be an integer, got '9'"),
+    (dict(variant="ivlp", text_depth="9"), "text_depth must be an integer, got '9' \\(str\\)"),
     (dict(variant="vision", text_n_ctx=4), "variant 'vision' does not take text_n_ctx"),
     (dict(variant="bias", bias_where="qkv"), "bias_where must be one of attn, mlp, both"),
 ])

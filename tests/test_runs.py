@@ -1,11 +1,13 @@
 """A training run end to end on the miniature data, read back by the analyses."""
 import json
+from pathlib import Path
 
 import pytest
 
 from analysis_lib.causal import ablation_accuracy
 from analysis_lib.run import RunSettings, run_training
 from analysis_lib.runs import RunFolderError, load_run
+from analysis_lib.train_config import ConfigError, TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -13,13 +15,13 @@ def ivlp_run(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     settings = RunSettings(dataset="OxfordPets", variant="ivlp", data_root=str(data_root), output_dir=str(out),
                            variant_params={"text_depth": 2, "vision_depth": 2}, model="tiny-clip",
-                           pretrained=None, shots=2, epochs=2, num_workers=0, progress=False)
+                           pretrained=None, progress=False, train=TrainConfig(shots=2, epochs=2, num_workers=0))
     return settings, run_training(settings)
 
 
 def test_run_folder_and_reload(ivlp_run):
     settings, metrics = ivlp_run
-    written = json.loads((__import__("pathlib").Path(settings.output_dir) / "metrics.json").read_text())
+    written = json.loads((Path(settings.output_dir) / "metrics.json").read_text())
     assert written["base_acc"] == metrics["base_acc"] and written["n_trainable"] == 1024
     run = load_run(settings.output_dir)
     assert run.model("novel").classnames != run.model("base").classnames
@@ -32,11 +34,11 @@ def test_run_folder_and_reload(ivlp_run):
 
 def test_same_seed_same_metrics(ivlp_run, tmp_path):
     settings, metrics = ivlp_run
-    again = run_training(RunSettings(**{**settings.__dict__, "output_dir": str(tmp_path)}))
+    again = run_training(RunSettings.from_parameters({**settings.to_dict(), "output_dir": str(tmp_path)}))
     for key in ("base_acc", "novel_acc", "hm"):
         assert again[key] == metrics[key]
     assert (tmp_path / "loss.csv").read_text() == \
-        (__import__("pathlib").Path(settings.output_dir) / "loss.csv").read_text()
+        (Path(settings.output_dir) / "loss.csv").read_text()
 
 
 def test_missing_run_folder(tmp_path):
@@ -45,5 +47,8 @@ def test_missing_run_folder(tmp_path):
 
 
 def test_wrong_parameter_type():
-    with pytest.raises(TypeError, match="parameter 'epochs' must be int, got '3'"):
-        RunSettings(dataset="OxfordPets", variant="ivlp", data_root="d", output_dir="o", epochs="3")
+    with pytest.raises(ConfigError, match="epochs must be an integer, got '3'"):
+        RunSettings.from_parameters(dict(dataset="OxfordPets", variant="ivlp", data_root="d", output_dir="o",
+                                         epochs="3"))
+    with pytest.raises(ConfigError, match="parameter 'seed' must be an integer, got 1.5"):
+        RunSettings(dataset="OxfordPets", variant="ivlp", data_root="d", output_dir="o", seed=1.5)
