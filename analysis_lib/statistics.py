@@ -1,0 +1,351 @@
+"""The attention statistics of the study, each defined here and nowhere else (PAPER.md, "Statistics").
+
+Pure torch on the tensors of the model's hook points (``capture.py``): batched, device-agnostic,
+computed in float32 whatever precision the model runs in. Two variants of every per-query
+statistic:
+
+- ``with_prompt``: the attention as the prompted model computed it, prompt keys included;
+- ``without_prompt``: prompt keys removed and each row renormalised over the remaining keys. A
+  softmax restricted to a subset of keys equals the full softmax renormalised over that subset,
+  so this is exactly the prompt-free attention that the decomposition's first term rescales by λ.
+
+For a model without prompts both variants coincide (zero-shot CLIP in the figures).
+The two accumulators at the end implement the recorder protocol, so the statistics of a whole
+test set are reduced batch by batch without ever storing the attention maps.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+WITH_PROMPT, WITHOUT_PROMPT = "with_prompt", "without_prompt"
+VARIANTS = (WITH_PROMPT, WITHOUT_PROMPT)
+EOS_GROUPS = ("sos", "prompt", "template", "category", "period", "eos")
+PADDING = "pad"  # text positions after [EOS]: never part of a group
+
+
+class LayoutError(ValueError):
+    """A tensor does not match the token layout it came with."""
+
+
+# --------------------------------------------------------------------------- layouts
+@dataclass(frozen=True)
+class GridLayout:
+    """Vision tokens: [CLS], then grid × grid patches in row-major order, then prompts.
+
+    Build it from the model with ``GridLayout.from_token_layout(model.token_layout("vision"))``.
+    """
+
+    is_prompt: torch.Tensor  # [N] bool
+    grid: int
+    patch_px: int = 16
+    cls_index: int = 0
+    first_patch: int = 1
+
+    def __post_init__(self):
+        n, last = len(self.is_prompt), self.first_patch + self.grid ** 2
+        if last > n or self.cls_index >= n or self.first_patch <= self.cls_index < last:
+            raise LayoutError(f"a {self.grid}x{self.grid} grid from position {self.first_patch} and [CLS] "
+                              f"at {self.cls_index} do not fit {n} tokens; check grid and is_prompt")
+        if self.is_prompt[self.patches].any() or self.is_prompt[self.cls_index]:
+            raise LayoutError("is_prompt marks a patch or the [CLS] token; prompts come after the patches")
+
+    @classmethod
+    def from_token_layout(cls, layout) -> "GridLayout":
+        """From the model's ``TokenLayout`` (CLS at 0, patches from 1, as MODEL_API.md fixes)."""
+        if layout.grid is None:
+            raise LayoutError("this token layout has no patch grid; pass model.token_layout('vision')")
+        return cls(layout.is_prompt.bool(), layout.grid, layout.patch_px)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.is_prompt)
+
+    @property
+    def patches(self) -> slice:
+        return slice(self.first_patch, self.first_patch + self.grid ** 2)
+
+    def key_distances(self, device=None) -> torch.Tensor:
+        """[G², N] pixel distance from each patch query to each key; [CLS] and prompt keys at 0.
+
+        Prompts have no position, so they count as distance 0 (PAPER.md), and the prompts' share
+        of the attention shrinks the distance. The [CLS] key is treated the same way (ours): it
+        has a position embedding but no place on the image grid.
+        """
+        g = torch.arange(self.grid, device=device, dtype=torch.float32)
+        pos = torch.stack(torch.meshgrid(g, g, indexing="ij"), dim=-1).reshape(-1, 2)  # [G², 2] (row, col)
+        dist = torch.zeros(self.grid ** 2, self.n_tokens, device=device)
+        dist[:, self.patches] = self.patch_px * torch.cdist(pos, pos)
+        return dist
+
+    def check(self, tensor: torch.Tensor, dim: int) -> None:
+        if tensor.shape[dim] != self.n_tokens:
+            raise LayoutError(f"tensor of shape {tuple(tensor.shape)} has {tensor.shape[dim]} tokens at dim {dim}, "
+                              f"the layout {self.n_tokens}; pass the layout of the model that produced it")
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    """Text tokens of C class prompts: each position's type (``EOS_GROUPS`` or ``pad``) and the [EOS] index."""
+
+    token_types: list[list[str]]  # C lists of N labels
+    eos_index: torch.Tensor       # [C] long
+
+    def __post_init__(self):
+        lengths = {len(t) for t in self.token_types}
+        if len(lengths) != 1 or len(self.token_types) != len(self.eos_index):
+            raise LayoutError(f"{len(self.token_types)} label lists of lengths {sorted(lengths)} for "
+                              f"{len(self.eos_index)} EOS indices; give one equally long list per class")
+        wrong = [c for c, (types, e) in enumerate(zip(self.token_types, self.eos_index.tolist()))
+                 if types[e] != "eos"]
+        if wrong:
+            raise LayoutError(f"classes {wrong[:5]} are not labelled 'eos' at their eos_index")
+
+    @classmethod
+    def from_token_layout(cls, layout) -> "TextLayout":
+        if layout.token_types is None:
+            raise LayoutError("this token layout has no token types; pass model.token_layout('text')")
+        return cls(layout.token_types, layout.eos_index.long())
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_types[0])
+
+    def membership(self, groups: Sequence[str] = EOS_GROUPS, device=None) -> torch.Tensor:
+        """[C, N, n_groups] one-hot: which group each position of each prompt belongs to (pad: none)."""
+        unknown = {t for types in self.token_types for t in types} - set(groups) - {PADDING}
+        if unknown:
+            raise LayoutError(f"token types {sorted(unknown)} are in no group; add them to groups={tuple(groups)}")
+        index = {g: i for i, g in enumerate(groups)}
+        out = torch.zeros(len(self.token_types), self.n_tokens, len(groups), device=device)
+        for c, types in enumerate(self.token_types):
+            for n, t in enumerate(types):
+                if t != PADDING:
+                    out[c, n, index[t]] = 1.0
+        return out
+
+    def check(self, pattern: torch.Tensor) -> None:
+        if pattern.shape[0] != len(self.eos_index) or pattern.shape[-1] != self.n_tokens:
+            raise LayoutError(f"pattern of shape {tuple(pattern.shape)} does not match {len(self.eos_index)} "
+                              f"classes of {self.n_tokens} tokens; pass the text layout of the same model")
+
+    def query_mask(self, device=None) -> torch.Tensor:
+        """[C, N] True up to and including each prompt's [EOS] (the padding after it excluded)."""
+        return torch.arange(self.n_tokens, device=device) <= self.eos_index.to(device)[:, None]
+
+
+# --------------------------------------------------------------------------- per-query statistics
+def renormalise_without(pattern: torch.Tensor, drop_keys_mask: torch.Tensor) -> torch.Tensor:
+    """Rows renormalised over the kept keys: the attention each query pays when the dropped keys
+    are absent. ``drop_keys_mask`` is [N] bool (or broadcastable to ``pattern``). Rows with no
+    mass on any kept key stay zero."""
+    kept = pattern.masked_fill(drop_keys_mask.to(pattern.device), 0.0)
+    return kept / kept.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(kept.dtype).tiny)
+
+
+def _patch_rows(pattern: torch.Tensor, layout: GridLayout, variant: str) -> torch.Tensor:
+    """The patch queries' rows [B, H, G², N] in float32, in the given variant."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    layout.check(pattern, -1)
+    rows = pattern[:, :, layout.patches, :].float()                     # [B, H, G², N]
+    return renormalise_without(rows, layout.is_prompt) if variant == WITHOUT_PROMPT else rows
+
+
+def attention_distance(pattern: torch.Tensor, layout: GridLayout, variant: str = WITH_PROMPT) -> torch.Tensor:
+    """Mean attention distance in pixels of each patch query, Σ_j A_ij · patch_px · ‖pos_i − pos_j‖.
+
+    ``pattern`` [B, H, N, N] → [B, H, G²]; the figure's value per head is ``.mean((0, 2))``.
+    [CLS] and prompt keys count at distance 0 (``GridLayout.key_distances``).
+    """
+    return _distance(_patch_rows(pattern, layout, variant), layout)
+
+
+def attention_entropy(pattern: torch.Tensor, layout: GridLayout, variant: str = WITH_PROMPT) -> torch.Tensor:
+    """Entropy in nats of each patch query's attention, −Σ_j A_ij log A_ij (0 log 0 = 0).
+
+    ``pattern`` [B, H, N, N] → [B, H, G²]; average over (0, 2) for the value per head.
+    """
+    return _entropy(_patch_rows(pattern, layout, variant))
+
+
+def _distance(rows: torch.Tensor, layout: GridLayout) -> torch.Tensor:
+    return (rows * layout.key_distances(rows.device)).sum(dim=-1)
+
+
+def _entropy(rows: torch.Tensor) -> torch.Tensor:
+    return -torch.special.xlogy(rows, rows).sum(dim=-1)
+
+
+def _eos_mass(pattern: torch.Tensor, eos_index: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+    """[C, H, n_groups]: each class's [EOS] attention summed within each group of keys."""
+    C, H, N, _ = pattern.shape
+    index = eos_index.to(pattern.device).view(C, 1, 1, 1).expand(C, H, 1, N)
+    rows = pattern.gather(2, index).squeeze(2).float()                  # [C, H, N]: the EOS query's row
+    return rows @ membership                                            # [C, H, N] @ [C, N, G] → [C, H, G]
+
+
+def eos_attention_by_type(pattern: torch.Tensor, layout: TextLayout,
+                          groups: Sequence[str] = EOS_GROUPS) -> torch.Tensor:
+    """[H, n_groups]: the [EOS] query's attention mass on each token type, averaged over the classes.
+
+    ``pattern`` [C, H, N, N] holds one text sequence per class. With the causal mask the groups of
+    each head sum to 1 (padding after [EOS] is never attended to).
+    """
+    layout.check(pattern)
+    return _eos_mass(pattern, layout.eos_index, layout.membership(groups, pattern.device)).mean(dim=0)
+
+
+class BackgroundSimilarity(NamedTuple):
+    """Mean cosine similarity of each prompt to foreground and background patches, [H, P] each;
+    the counts of (image, patch) pairs averaged let callers combine batches by weighted mean."""
+
+    foreground: torch.Tensor
+    background: torch.Tensor
+    n_foreground: int
+    n_background: int
+
+
+def prompt_background_similarity(features: torch.Tensor, layout: GridLayout,
+                                 foreground: torch.Tensor) -> BackgroundSimilarity:
+    """Do vision prompts look like background? (ours) Cosine similarity, per head, of each prompt's
+    key (or value) to the patches' keys (values), averaged over all foreground (image, patch)
+    pairs and over all background pairs.
+
+    ``features`` [B, H, N, d] (one block's ``attn.k`` or ``attn.v``); ``foreground`` [B, G²] bool.
+    A kind of patch absent from the whole batch gives NaN.
+    """
+    layout.check(features, 2)
+    if not layout.is_prompt.any():
+        raise LayoutError("the layout has no prompt tokens; this statistic needs a model with vision prompts")
+    if foreground.shape != (features.shape[0], layout.grid ** 2):
+        raise LayoutError(f"foreground mask of shape {tuple(foreground.shape)}, expected "
+                          f"{(features.shape[0], layout.grid ** 2)} (one flag per patch per image)")
+    unit = F.normalize(features.float(), dim=-1)
+    prompts = unit[:, :, layout.is_prompt.to(unit.device)]              # [B, H, P, d]
+    patches = unit[:, :, layout.patches]                                # [B, H, G², d]
+    cosine = prompts @ patches.transpose(-1, -2)                        # [B, H, P, G²]
+    fg = foreground.to(unit.device).float()                             # [B, G²]
+    n_fg, n_bg = int(fg.sum()), int((1 - fg).sum())
+    return BackgroundSimilarity(torch.einsum("bhpq,bq->hp", cosine, fg) / n_fg,
+                                torch.einsum("bhpq,bq->hp", cosine, 1 - fg) / n_bg, n_fg, n_bg)
+
+
+# --------------------------------------------------------------------------- streaming reduction
+_HOOK_NAME = re.compile(r"(?P<tower>vision|text)\.blocks\.(?P<block>\d+)\.(?P<point>[\w.]+)")
+
+
+def parse_hook_name(name: str) -> tuple[str, int, str] | None:
+    """``vision.blocks.3.attn.pattern`` → ("vision", 3, "attn.pattern"); None for other names."""
+    match = _HOOK_NAME.fullmatch(name)
+    return (match["tower"], int(match["block"]), match["point"]) if match else None
+
+
+class _RunningMeans:
+    """Per (tower, block, statistic, variant): a running per-head sum and the number of samples."""
+
+    def __init__(self):
+        self._sums: dict[tuple, torch.Tensor] = {}
+        self._counts: dict[tuple, torch.Tensor | int] = {}
+
+    def add(self, key: tuple, per_head_sum: torch.Tensor, n: torch.Tensor | int) -> None:
+        self._sums[key] = self._sums.get(key, 0) + per_head_sum
+        self._counts[key] = self._counts.get(key, 0) + n
+
+    def frame(self) -> pd.DataFrame:
+        rows = []
+        for key in sorted(self._sums):
+            n = int(self._counts[key])
+            for head, total in enumerate(self._sums[key].double().cpu().tolist()):
+                rows.append((*key[:2], head, *key[2:], total / n, n))
+        return pd.DataFrame(rows, columns=["tower", "block", "head", "statistic", "variant", "value", "n"])
+
+
+class AttentionStatistics:
+    """Recorder reducing ``attn.pattern`` hooks on the fly: per block and head,
+    vision → attention distance and entropy over patch queries (both variants);
+    text → the [EOS] attention on each token type (statistic ``eos_to_{group}``).
+
+    A tower without a layout is ignored. ``result()`` gives the means so far as a tidy table.
+    """
+
+    def __init__(self, vision: GridLayout | None = None, text: TextLayout | None = None,
+                 groups: Sequence[str] = EOS_GROUPS):
+        self.vision, self.text, self.groups = vision, text, tuple(groups)
+        self._membership = text.membership(self.groups) if text is not None else None
+        self._means = _RunningMeans()
+
+    @classmethod
+    def for_model(cls, model, groups: Sequence[str] = EOS_GROUPS) -> "AttentionStatistics":
+        return cls(GridLayout.from_token_layout(model.token_layout("vision")),
+                   TextLayout.from_token_layout(model.token_layout("text")), groups)
+
+    def wants(self, name: str) -> bool:
+        parsed = parse_hook_name(name)
+        return parsed is not None and parsed[2] == "attn.pattern" and getattr(self, parsed[0]) is not None
+
+    @torch.no_grad()
+    def record(self, name: str, value: torch.Tensor) -> None:
+        tower, block, _ = parse_hook_name(name)
+        if tower == "vision":
+            n = value.shape[0] * self.vision.grid ** 2                 # (image, patch query) pairs
+            for variant in VARIANTS:
+                rows = _patch_rows(value, self.vision, variant)         # [B, H, G², N]
+                self._means.add((tower, block, "attention_distance", variant),
+                                _distance(rows, self.vision).sum((0, 2)), n)
+                self._means.add((tower, block, "attention_entropy", variant), _entropy(rows).sum((0, 2)), n)
+        else:
+            self.text.check(value)
+            self._membership = self._membership.to(value.device)
+            mass = _eos_mass(value, self.text.eos_index, self._membership)  # [C, H, G]
+            for g, group in enumerate(self.groups):
+                self._means.add((tower, block, f"eos_to_{group}", WITH_PROMPT), mass[:, :, g].sum(0), len(mass))
+
+    def result(self) -> pd.DataFrame:
+        return self._means.frame()
+
+
+class DecompositionStatistics:
+    """Recorder reducing the decomposition's hooks on the fly: per block and head, the mean λ
+    (``attn.lam``) and the mean L2 norms of the token part and the prompt part, over the queries
+    that ``query_masks[tower]`` marks ([N], or [B, N] for a fixed batch such as the C class prompts).
+
+    ``for_model`` uses the queries of the study: vision [CLS] + patches; text every position up to
+    each prompt's [EOS]. Towers without a mask are ignored.
+    """
+
+    POINTS = {"attn.lam": "lambda", "attn.token_part": "token_part_norm", "attn.prompt_part": "prompt_part_norm"}
+
+    def __init__(self, query_masks: dict[str, torch.Tensor]):
+        self.query_masks = {tower: mask.bool() for tower, mask in query_masks.items()}
+        self._means = _RunningMeans()
+
+    @classmethod
+    def for_model(cls, model) -> "DecompositionStatistics":
+        text = TextLayout.from_token_layout(model.token_layout("text"))
+        return cls({"vision": ~model.token_layout("vision").is_prompt.bool(), "text": text.query_mask()})
+
+    def wants(self, name: str) -> bool:
+        parsed = parse_hook_name(name)
+        return parsed is not None and parsed[2] in self.POINTS and parsed[0] in self.query_masks
+
+    @torch.no_grad()
+    def record(self, name: str, value: torch.Tensor) -> None:
+        tower, block, point = parse_hook_name(name)
+        per_query = value.float() if point == "attn.lam" else value.float().norm(dim=-1)  # [B, H, N]
+        B, _, N = per_query.shape
+        mask = self.query_masks[tower].to(value.device)
+        if mask.shape not in ((N,), (B, N)):
+            raise LayoutError(f"{name} has batch {B} and {N} tokens, but the {tower} query mask has shape "
+                              f"{tuple(mask.shape)}; give [N] or [B, N]")
+        mask = mask.expand(B, N).float()                                # [B, N]
+        self._means.add((tower, block, self.POINTS[point], WITH_PROMPT),
+                        torch.einsum("bhn,bn->h", per_query, mask), mask.sum())
+
+    def result(self) -> pd.DataFrame:
+        return self._means.frame()
