@@ -21,3 +21,4 @@ bench: env
 	$(PY) benchmarks/bench_model.py --threads $(THREADS)
 	$(PY) benchmarks/bench_training.py --threads $(THREADS)
 	$(PY) benchmarks/bench_fewshot.py
+	$(PY) benchmarks/bench_stats_memory.py --threads $(THREADS)

@@ -5,11 +5,14 @@ computed in float32 whatever precision the model runs in. Two variants of every 
 statistic:
 
 - ``with_prompt``: the attention as the prompted model computed it, prompt keys included;
-- ``without_prompt``: prompt keys removed and each row renormalised over the remaining keys. A
-  softmax restricted to a subset of keys equals the full softmax renormalised over that subset,
-  so this is exactly the prompt-free attention that the decomposition's first term rescales by λ.
+- ``without_prompt``: each row renormalised over the patch keys only ([CLS] and prompt keys
+  removed), as PAPER.md defines "W/O Prompt". A softmax restricted to a subset of keys equals the
+  full softmax renormalised over that subset, so this is the attention among the patches that the
+  prompts' share (and [CLS]'s) rescales.
 
-For a model without prompts both variants coincide (zero-shot CLIP in the figures).
+"CLIP" in the figures is zero-shot CLIP in the ``without_prompt`` variant, so that it compares
+directly with the prompted model's "W/O Prompt"; in ``with_prompt`` the [CLS] and prompt keys
+count at distance 0 (a definition of ours: they have no place on the grid).
 The two accumulators at the end implement the recorder protocol, so the statistics of a whole
 test set are reduced batch by batch without ever storing the attention maps.
 """
@@ -69,6 +72,13 @@ class GridLayout:
     @property
     def patches(self) -> slice:
         return slice(self.first_patch, self.first_patch + self.grid ** 2)
+
+    @property
+    def is_patch(self) -> torch.Tensor:
+        """[N] bool: the patch keys (not [CLS], not prompts)."""
+        mask = torch.zeros(self.n_tokens, dtype=torch.bool)
+        mask[self.patches] = True
+        return mask
 
     def key_distances(self, device=None) -> torch.Tensor:
         """[G², N] pixel distance from each patch query to each key; [CLS] and prompt keys at 0.
@@ -154,7 +164,7 @@ def _patch_rows(pattern: torch.Tensor, layout: GridLayout, variant: str) -> torc
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     layout.check(pattern, -1)
     rows = pattern[:, :, layout.patches, :].float()                     # [B, H, G², N]
-    return renormalise_without(rows, layout.is_prompt) if variant == WITHOUT_PROMPT else rows
+    return renormalise_without(rows, ~layout.is_patch) if variant == WITHOUT_PROMPT else rows
 
 
 def attention_distance(pattern: torch.Tensor, layout: GridLayout, variant: str = WITH_PROMPT) -> torch.Tensor:

@@ -55,7 +55,7 @@ def test_uniform_attention_has_entropy_log_n(layout):
     A = torch.full((2, 3, N, N), 1.0 / N)
     assert torch.allclose(attention_entropy(A, layout), torch.full((2, 3, G * G), math.log(N)))
     without = attention_entropy(A, layout, "without_prompt")
-    assert torch.allclose(without, torch.full((2, 3, G * G), math.log(N - N_PROMPTS)))
+    assert torch.allclose(without, torch.full((2, 3, G * G), math.log(G * G)))
 
 
 def test_one_hot_offset_gives_the_hand_computed_distance(layout):
@@ -72,25 +72,25 @@ def test_prompt_and_cls_keys_count_at_distance_zero(layout):
     base = attention_distance(offset_pattern(), layout)
     A = offset_pattern(1 - m - c, m, c)
     assert torch.allclose(attention_distance(A, layout), (1 - m - c) * base)
-    # Without prompts the rows are renormalised over [CLS] + patches: the [CLS] share still counts at 0.
-    assert torch.allclose(attention_distance(A, layout, "without_prompt"), (1 - m - c) / (1 - m) * base)
+    # Without prompts the rows are renormalised over the patches: [CLS] and prompt shares vanish.
+    assert torch.allclose(attention_distance(A, layout, "without_prompt"), base)
 
 
 def test_with_prompt_distance_shrinks_by_exactly_the_prompt_mass(layout):
     A = random_pattern(2, 3, N, N)
-    prompt_mass = A[:, :, 1:1 + G * G, PROMPTS].sum(-1)                   # [B, H, G²]
+    off_grid = A[:, :, 1:1 + G * G, PROMPTS].sum(-1) + A[:, :, 1:1 + G * G, 0]  # prompts + [CLS], [B, H, G²]
     with_prompt = attention_distance(A, layout)
-    assert torch.allclose(with_prompt, (1 - prompt_mass) * attention_distance(A, layout, "without_prompt"))
+    assert torch.allclose(with_prompt, (1 - off_grid) * attention_distance(A, layout, "without_prompt"))
     assert (with_prompt < attention_distance(A, layout, "without_prompt")).all()
 
 
 def test_without_prompt_is_the_statistic_of_the_renormalised_maps(layout):
     A = random_pattern(2, 3, N, N)
-    renormalised = renormalise_without(A, layout.is_prompt)
+    renormalised = renormalise_without(A, ~layout.is_patch)
     assert torch.allclose(renormalised.sum(-1), torch.ones(2, 3, N))
-    assert (renormalised[..., PROMPTS] == 0).all()
-    kept = A[..., :PROMPTS.start]
-    assert torch.allclose(renormalised[..., :PROMPTS.start], kept / kept.sum(-1, keepdim=True))
+    assert (renormalised[..., PROMPTS] == 0).all() and (renormalised[..., 0] == 0).all()
+    kept = A[..., 1:PROMPTS.start]
+    assert torch.allclose(renormalised[..., 1:PROMPTS.start], kept / kept.sum(-1, keepdim=True))
     for statistic in (attention_distance, attention_entropy):
         assert torch.allclose(statistic(A, layout, "without_prompt"), statistic(renormalised, layout))
         assert not torch.allclose(statistic(A, layout, "without_prompt"), statistic(A, layout))
@@ -246,3 +246,29 @@ def test_accumulators_give_the_same_table_on_the_gpu(layout, text):
         tables.append(stats.result())
     cpu, gpu = (torch.tensor(table["value"].to_numpy()) for table in tables)
     assert torch.allclose(cpu, gpu, atol=1e-4)
+
+
+def test_accumulators_on_a_real_model_match_the_captured_maps(tiny):
+    """Streaming over two batches equals the statistics of the captured maps of all images."""
+    from analysis_lib.collect import collect
+    from analysis_lib.model import build_model
+    from analysis_lib.statistics import AttentionStatistics, DecompositionStatistics, GridLayout
+
+    model = build_model("ivlp", tiny, ["cat", "dog", "red fox"], "a photo of a {}.", text_depth=2,
+                        vision_depth=2)
+    images = torch.randn(4, 3, tiny.image_size, tiny.image_size)
+    stats, decomposition = AttentionStatistics.for_model(model), DecompositionStatistics.for_model(model)
+    collect(model, [(images[:2], None), (images[2:], None)], [stats, decomposition], progress=False)
+    table = stats.result().set_index(["tower", "block", "head", "statistic", "variant"])["value"]
+    with torch.no_grad(), model.capture("vision.blocks.1.attn.*") as cache:
+        model.encode_image(images)
+    layout = GridLayout.from_token_layout(model.token_layout("vision"))
+    expected = attention_distance(cache["vision.blocks.1.attn.pattern"], layout, "without_prompt").mean((0, 2))
+    for head in range(2):
+        assert table[("vision", 1, head, "attention_distance", "without_prompt")] == pytest.approx(
+            expected[head].item(), rel=1e-5)
+    lam = decomposition.result().query("tower == 'vision' and statistic == 'lambda' and block == 1")
+    assert lam["value"].to_numpy() == pytest.approx(cache["vision.blocks.1.attn.lam"][..., :-4].mean((0, 2)).numpy(),
+                                                    rel=1e-5)
+    eos = stats.result().query("tower == 'text' and block == 0")
+    assert eos.groupby("head")["value"].sum().to_numpy() == pytest.approx([1.0, 1.0], rel=1e-5)
