@@ -46,7 +46,7 @@ class PromptedCLIP(nn.Module):
         check_depths(config, len(clip.transformer.resblocks), len(clip.visual.transformer.resblocks))
         self.config, self.classnames, self.template = config, list(classnames), template
         self.clip = clip
-        self.tokenizer = backbone.tokenizer
+        self.backbone, self.tokenizer = backbone, backbone.tokenizer
         self._recorder: Recorder | None = None
         self._ablation = NO_ABLATION
 

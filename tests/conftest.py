@@ -39,3 +39,16 @@ def copy_dataset(data_root, tmp_path):
         shutil.copytree(data_root / spec.folder, tmp_path / spec.folder)
         return tmp_path
     return copy
+
+
+@pytest.fixture(scope="session")
+def ivlp_run(data_root, tmp_path_factory):
+    """A finished ivlp run of tiny-clip on the miniature OxfordPets (which has trimaps)."""
+    from analysis_lib.run import RunSettings, run_training
+    from analysis_lib.train_config import TrainConfig
+
+    out = tmp_path_factory.mktemp("run")
+    settings = RunSettings(dataset="OxfordPets", variant="ivlp", data_root=str(data_root), output_dir=str(out),
+                           variant_params={"text_depth": 2, "vision_depth": 2}, model="tiny-clip",
+                           pretrained=None, progress=False, train=TrainConfig(shots=2, epochs=2, num_workers=0))
+    return settings, run_training(settings)

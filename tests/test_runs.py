@@ -10,15 +10,6 @@ from analysis_lib.runs import RunFolderError, load_run
 from analysis_lib.train_config import ConfigError, TrainConfig
 
 
-@pytest.fixture(scope="module")
-def ivlp_run(data_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    settings = RunSettings(dataset="OxfordPets", variant="ivlp", data_root=str(data_root), output_dir=str(out),
-                           variant_params={"text_depth": 2, "vision_depth": 2}, model="tiny-clip",
-                           pretrained=None, progress=False, train=TrainConfig(shots=2, epochs=2, num_workers=0))
-    return settings, run_training(settings)
-
-
 def test_run_folder_and_reload(ivlp_run):
     settings, metrics = ivlp_run
     written = json.loads((Path(settings.output_dir) / "metrics.json").read_text())

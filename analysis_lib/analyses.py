@@ -1,0 +1,223 @@
+"""The paper's analyses, each a function from a finished run to small tidy tables.
+
+Notebooks call these and show the tables; every statistic itself is computed in
+``statistics.py`` (attention), ``relevance.py`` / ``rollout.py`` (contributions) or
+``causal.py`` (ablations).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from . import data
+from .collect import collect
+from .model import PromptedCLIP, build_model
+from .relevance import token_relevance
+from .rollout import attention_rollout, rollout_row
+from .runs import LoadedRun
+from .statistics import (AttentionStatistics, DecompositionStatistics, GridLayout,
+                         prompt_background_similarity)
+
+# The zero-shot reference of the figures uses the words IVLP's text prompts start from, so that
+# both models' text sequences line up position by position.
+ZEROSHOT_TEMPLATE = "a photo of a {}."
+
+
+def zeroshot_twin(model: PromptedCLIP, template: str = ZEROSHOT_TEMPLATE) -> PromptedCLIP:
+    """Zero-shot CLIP on the same backbone and classes as ``model``."""
+    return build_model("zeroshot", model.backbone, model.classnames, template).eval()
+
+
+def first_images(loader, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for x, y in loader:
+        images.append(x)
+        labels.append(y)
+        if sum(len(b) for b in images) >= limit:
+            break
+    return torch.cat(images)[:limit], torch.cat(labels)[:limit]
+
+
+# ------------------------------------------------------------------ 1. decomposition per block
+def decomposition_by_block(model: PromptedCLIP, loader, progress: bool = False) -> pd.DataFrame:
+    """Mean λ and the norms of the token part and the prompt (bias) part, per tower, block, head."""
+    recorder = DecompositionStatistics.for_model(model)
+    collect(model, loader, [recorder], progress)
+    return recorder.result()
+
+
+@torch.no_grad()
+def block0_proportionality(model: PromptedCLIP, images: torch.Tensor) -> dict[str, float]:
+    """Largest |A_prompted − λ·A_zero-shot| in block 0 over the original tokens, per tower.
+
+    Vision: all of [CLS] + patches. Text: the tokens both models share ([SOS], class, '.', [EOS]),
+    zero-shot attention renormalised over them. Both are 0 up to rounding if the IVLP rule holds.
+    """
+    zs = zeroshot_twin(model)
+    names = ["*.blocks.0.attn.pattern", "*.blocks.0.attn.lam"]
+    with zs.capture(names) as a, model.capture(names) as b:
+        zs(images)
+        model(images)
+    n = a["vision.blocks.0.attn.pattern"].shape[-1]
+    vision = (b["vision.blocks.0.attn.pattern"][..., :n, :n]
+              - b["vision.blocks.0.attn.lam"][..., :n, None] * a["vision.blocks.0.attn.pattern"]).abs().max()
+    errors = {"vision": vision.item()}
+    n_ctx = model.config.text_n_ctx
+    if n_ctx and zs.text_tokens.shape == model.text_tokens.shape:
+        shared = ~model.token_layout("text").is_prompt
+        zero = a["text.blocks.0.attn.pattern"][:, :, shared][..., shared]
+        zero = zero / zero.sum(-1, keepdim=True)
+        prompted = b["text.blocks.0.attn.pattern"][:, :, shared][..., shared]
+        lam = b["text.blocks.0.attn.lam"][:, :, shared, None]
+        errors["text"] = (prompted - lam * zero).abs().max().item()
+    return errors
+
+
+# ------------------------------------------------------------------ 3 + 4. attention statistics
+def attention_statistics(models: dict[str, PromptedCLIP], loader, progress: bool = False) -> pd.DataFrame:
+    """EOS attention by token type, attention distance and entropy per block and head, per model."""
+    tables = []
+    for label, model in models.items():
+        recorder = AttentionStatistics.for_model(model)
+        collect(model, loader, [recorder], progress)
+        tables.append(recorder.result().assign(model=label))
+    return pd.concat(tables, ignore_index=True)
+
+
+def figure5_table(stats: pd.DataFrame, zeroshot: str = "CLIP", prompted: str = "prompted") -> pd.DataFrame:
+    """One row per (series, block, head) with distance and entropy: CLIP, W/O Prompt, W Prompt."""
+    vision = stats[stats.tower == "vision"]
+    series = {"CLIP": (zeroshot, "without_prompt"), "W/O Prompt": (prompted, "without_prompt"),
+              "W Prompt": (prompted, "with_prompt")}
+    rows = []
+    for name, (model, variant) in series.items():
+        part = vision[(vision.model == model) & (vision.variant == variant)]
+        wide = part.pivot_table(index=["block", "head"], columns="statistic", values="value").reset_index()
+        rows.append(wide.assign(series=name))
+    return pd.concat(rows, ignore_index=True).rename(
+        columns={"attention_distance": "distance", "attention_entropy": "entropy"})
+
+
+# ------------------------------------------------------------------ 2. token contributions
+@torch.no_grad()
+def predictions(model: PromptedCLIP, loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted, true) labels over a loader, class prompts encoded once."""
+    text = model.encode_text()
+    predicted, true = [], []
+    for images, labels in loader:
+        predicted.append(model.logits_from(model.encode_image(images), text).argmax(-1).cpu())
+        true.append(labels)
+    return torch.cat(predicted), torch.cat(true)
+
+
+def fixed_by_prompting(zeroshot: PromptedCLIP, prompted: PromptedCLIP, loader) -> torch.Tensor:
+    """Indices (into the loader's dataset) that zero-shot gets wrong and the prompted model right."""
+    zs, labels = predictions(zeroshot, loader)
+    pr, _ = predictions(prompted, loader)
+    return torch.nonzero((zs != labels) & (pr == labels)).flatten()
+
+
+def token_contributions(model: PromptedCLIP, dataset, indices: torch.Tensor) -> dict[str, pd.DataFrame]:
+    """Relevance (primary) and attention rollout (cross-check) of every token, for zero-shot and the
+    prompted model, averaged over the samples ``indices`` of ``dataset`` (the figures use
+    ``fixed_by_prompting``: those zero-shot gets wrong and the prompted model gets right)."""
+    if len(indices) == 0:
+        raise ValueError("no samples to explain: zero-shot and the prompted model agree on every test image")
+    zs = zeroshot_twin(model)
+    chosen = [int(i) for i in indices]
+    images = torch.stack([dataset[i][0] for i in chosen])
+    labels = torch.tensor([dataset[i][1] for i in chosen])
+    tables = {"vision": [], "text": [], "per_image": []}
+    for label, m in (("zero-shot", zs), ("prompted", model)):
+        vision, text = token_relevance(m, images, labels)
+        roll_v, roll_t = _rollout_rows(m, images, labels)
+        v_kinds, t_kinds = _vision_kinds(m), _text_kinds(m, labels)
+        for method, v, t in (("relevance", vision, text), ("rollout", roll_v, roll_t)):
+            tables["vision"].append(pd.DataFrame({"model": label, "method": method, "token": range(v.shape[1]),
+                                                  "kind": v_kinds, "contribution": v.mean(0).numpy()}))
+            tables["text"].append(pd.DataFrame({"model": label, "method": method, "position": range(t.shape[1]),
+                                                "kind": t_kinds, "contribution": t.mean(0).numpy()}))
+        grid = m.token_layout("vision").grid
+        for i in range(min(4, len(chosen))):
+            patch = vision[i, 1:1 + grid * grid].reshape(grid, grid)
+            rows, cols = np.meshgrid(range(grid), range(grid), indexing="ij")
+            tables["per_image"].append(pd.DataFrame({
+                "model": label, "image": chosen[i], "patch_row": rows.ravel(), "patch_col": cols.ravel(),
+                "contribution": (patch / patch.max().clamp_min(1e-12)).numpy().ravel()}))
+    return {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
+
+
+@torch.no_grad()
+def _rollout_rows(model: PromptedCLIP, images, labels):
+    with model.capture("*.attn.pattern") as cache:
+        model(images)
+    def tower(name):
+        return [cache[f"{name}.blocks.{i}.attn.pattern"] for i in range(len(getattr(model, f"{name}_tower").blocks))]
+    vision = rollout_row(attention_rollout(tower("vision")), 0)
+    text_rollout = attention_rollout(tower("text"))[labels]              # the true class's prompt
+    text = rollout_row(text_rollout, model.eos_index[labels])
+    return vision, text
+
+
+def _vision_kinds(model: PromptedCLIP) -> list[str]:
+    layout = model.token_layout("vision")
+    return ["cls"] + ["patch"] * layout.grid ** 2 + ["prompt"] * int(layout.is_prompt.sum())
+
+
+def _text_kinds(model: PromptedCLIP, labels: torch.Tensor) -> list[str]:
+    types = model.token_layout("text").token_types
+    per_class = [types[int(c)] for c in labels]
+    return [max(set(col), key=col.count) for col in zip(*per_class)]
+
+
+# ------------------------------------------------------------------ 5. prompts as background
+def patch_foreground(mask_file, image_size: int, grid: int, foreground_values=(1,)) -> torch.Tensor:
+    """[G²] bool: patches whose pixels are mostly foreground, after the evaluation crop.
+
+    Masks are trimaps as OxfordPets ships them (1 foreground, 2 background, 3 border); the border
+    counts as not foreground.
+    """
+    with Image.open(mask_file) as mask:
+        width, height = mask.size
+        scale = image_size / min(width, height)
+        mask = mask.resize((max(image_size, round(width * scale)), max(image_size, round(height * scale))),
+                           Image.NEAREST)
+        left, top = (mask.width - image_size) // 2, (mask.height - image_size) // 2
+        pixels = np.asarray(mask.crop((left, top, left + image_size, top + image_size)))
+    fg = torch.from_numpy(np.isin(pixels, foreground_values).astype(np.float32))
+    patch = image_size // grid
+    return fg.reshape(grid, patch, grid, patch).mean((1, 3)).flatten() > 0.5
+
+
+@torch.no_grad()
+def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int = 64) -> pd.DataFrame:
+    """Per block and head: mean cosine similarity of the vision prompts' keys and values to the
+    foreground patches' and to the background patches'."""
+    spec = data.get_spec(run.settings.dataset)
+    items = run.splits["base"].test[:limit]
+    masks = [data.mask_path(spec, run.settings.data_root, item) for item in items]
+    if not items or masks[0] is None:
+        raise ValueError(f"{run.settings.dataset} has no foreground masks; use OxfordPets or a demo dataset")
+    layout = GridLayout.from_token_layout(model.token_layout("vision"))
+    loader = run.test_loader("base", limit)
+    rows, start = [], 0
+    for images, _ in loader:
+        fg = torch.stack([patch_foreground(m, run.backbone.image_size, layout.grid)
+                          for m in masks[start:start + len(images)]])
+        start += len(images)
+        with model.capture(["vision.blocks.*.attn.k", "vision.blocks.*.attn.v"]) as cache:
+            model.encode_image(images)
+        for name, features in cache.items():
+            block, point = int(name.split(".")[2]), name.rsplit(".", 1)[1]
+            sim = prompt_background_similarity(features, layout, fg)
+            for h in range(sim.foreground.shape[0]):
+                rows.append({"block": block, "head": h, "feature": point,
+                             "foreground_sum": sim.foreground[h].mean().nan_to_num().item() * sim.n_foreground,
+                             "background_sum": sim.background[h].mean().nan_to_num().item() * sim.n_background,
+                             "n_foreground": sim.n_foreground, "n_background": sim.n_background})
+    sums = pd.DataFrame(rows).groupby(["block", "head", "feature"]).sum().reset_index()
+    return sums.assign(foreground=sums.foreground_sum / sums.n_foreground,
+                       background=sums.background_sum / sums.n_background)[
+        ["block", "head", "feature", "foreground", "background", "n_foreground", "n_background"]]

@@ -1,0 +1,57 @@
+"""The analyses run end to end on a finished run and give tables with the expected identities."""
+import pytest
+import torch
+
+from analysis_lib import analyses
+from analysis_lib.runs import load_run
+
+
+@pytest.fixture(scope="module")
+def run(ivlp_run):
+    return load_run(ivlp_run[0].output_dir)
+
+
+def test_block0_proportionality_holds_on_a_trained_run(run):
+    images, _ = analyses.first_images(run.test_loader("base"), 4)
+    errors = analyses.block0_proportionality(run.model("base"), images)
+    assert set(errors) == {"vision", "text"} and max(errors.values()) < 1e-5
+
+
+def test_decomposition_and_attention_tables(run):
+    model = run.model("base")
+    loader = run.test_loader("base", batch_size=2)
+    table = analyses.decomposition_by_block(model, loader)
+    lam = table[table.statistic == "lambda"]["value"]
+    assert ((lam > 0) & (lam <= 1)).all() and set(table.tower) == {"vision", "text"}
+    stats = analyses.attention_statistics({"CLIP": analyses.zeroshot_twin(model), "prompted": model}, loader)
+    fig5 = analyses.figure5_table(stats)
+    assert set(fig5.series) == {"CLIP", "W/O Prompt", "W Prompt"}
+    w, wo = (fig5[fig5.series == s].set_index(["block", "head"]) for s in ("W Prompt", "W/O Prompt"))
+    assert (w.distance <= wo.distance + 1e-6).all()      # prompts and [CLS] sit at distance 0
+
+
+def test_token_contributions_and_background(run):
+    model = run.model("base")
+    loader = run.test_loader("base")
+    chosen = analyses.fixed_by_prompting(analyses.zeroshot_twin(model), model, loader)
+    assert all(0 <= int(i) < len(loader.dataset) for i in chosen)
+    result = analyses.token_contributions(model, loader.dataset, torch.tensor([0, 1]))
+    assert set(result["vision"].method) == {"relevance", "rollout"}
+    prompted = result["vision"].query("model == 'prompted'")
+    assert (prompted.kind == "prompt").sum() == 2 * 4           # 4 vision prompts, two methods
+    rollout = result["text"].query("method == 'rollout'").groupby("model").contribution.sum()
+    assert rollout.to_numpy() == pytest.approx([1.0, 1.0])      # rollout rows are distributions
+    with pytest.raises(ValueError, match="no samples to explain"):
+        analyses.token_contributions(model, loader.dataset, torch.tensor([], dtype=torch.long))
+    table = analyses.background_similarity(run, model, limit=6)
+    assert set(table.feature) == {"k", "v"} and table[["foreground", "background"]].abs().le(1 + 1e-6).all().all()
+
+
+def test_patch_foreground_reads_trimaps(tmp_path):
+    from PIL import Image
+    import numpy as np
+    trimap = np.full((40, 40), 2, dtype=np.uint8)
+    trimap[:20, :20] = 1                                   # top-left quarter is the object
+    Image.fromarray(trimap).save(tmp_path / "m.png")
+    fg = analyses.patch_foreground(tmp_path / "m.png", image_size=32, grid=4)
+    assert fg.reshape(4, 4)[:2, :2].all() and fg.sum() == 4
