@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,5 @@ def write_results(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     written = []
     for suffix, text in ((".csv", table.to_csv(index=False)),
                          (".json", table.to_json(orient="records", indent=2))):
-        path = out_dir / (RESULTS_NAME + suffix)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(write_text_atomic(out_dir / (RESULTS_NAME + suffix), text))
     return written

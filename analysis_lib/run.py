@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
 import typing
@@ -20,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from . import data
 from .backbone import load_backbone
+from .files import write_text_atomic
 from .data.transforms import ItemDataset, eval_transform, train_transform
 from .model import build_model
 from .aggregate import harmonic_mean
@@ -125,14 +125,8 @@ def run_training(settings: RunSettings) -> dict:
         "wall_time_s": time.perf_counter() - start, "device": str(device),
         "settings": settings.to_dict(), "variant_config": model.config.to_dict(), "versions": versions(),
     }
-    _write_text(out / LOSS_FILE, "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
-    _write_text(out / METRICS_FILE, json.dumps(metrics, indent=2))
+    write_text_atomic(out / LOSS_FILE, "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
+    write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2))
     log.info("%s / %s / seed %d: base %.2f novel %.2f HM %.2f", settings.dataset, settings.variant,
              settings.seed, base_acc, novel_acc, metrics["hm"])
     return metrics
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -34,6 +34,7 @@ from jupyter_client.kernelspec import KernelSpec
 from tqdm.auto import tqdm
 
 from .experiment import Run, hashed_config
+from .files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,7 @@ def _stamp_metrics(path: Path, run: Run, timing: dict) -> None:
     metrics.update({"run_id": run.run_id, "dataset": run.dataset, "variant_name": run.variant_name,
                     "seed": run.seed, "config": hashed_config(run.params),
                     "config_hash": run.config_hash, "papermill": timing})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(metrics, indent=2))
 
 
 def _remove_leftovers(final: Path) -> None:

@@ -79,7 +79,7 @@ def variant_config(variant: str, **hparams) -> VariantConfig:
         raise VariantError(str(err)) from None
     config = VariantConfig(variant=variant, **values)
     for branch in ("text", "vision"):
-        n_ctx, depth = getattr(config, f"{branch}_n_ctx"), getattr(config, f"{branch}_depth")
+        n_ctx = getattr(config, f"{branch}_n_ctx")
         if _DEFAULTS[variant].get(f"{branch}_n_ctx") and not 1 <= n_ctx <= MAX_N_CTX:
             raise VariantError(f"{branch}_n_ctx must be in 1..{MAX_N_CTX}, got {n_ctx}")
     if variant == "bias" and config.bias_where not in BIAS_PLACES:

@@ -7,7 +7,7 @@ import pytest
 from analysis_lib.causal import ablation_accuracy
 from analysis_lib.run import RunSettings, run_training
 from analysis_lib.runs import RunFolderError, load_run
-from analysis_lib.train_config import ConfigError, TrainConfig
+from analysis_lib.train_config import ConfigError
 
 
 def test_run_folder_and_reload(ivlp_run):

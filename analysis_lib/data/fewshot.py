@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..files import write_text_atomic
 from .errors import SplitFileFormatError
 from .readers import SPLITS, DatasetSplits, Item, items_from_entries, load_json, read_dataset
 from .registry import get_spec
@@ -81,15 +80,7 @@ def _write_cache(path: Path, image_root: Path, header: dict, lists: dict[str, li
     for which, items in lists.items():
         payload[which] = [[Path(i.path).relative_to(image_root).as_posix(), i.label, i.classname]
                           for i in items]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(_one_item_per_line(payload))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_text_atomic(path, _one_item_per_line(payload))
 
 
 def _one_item_per_line(payload: dict) -> str:
