@@ -6,6 +6,8 @@ Notebooks call these and show the tables; every statistic itself is computed in
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -13,12 +15,25 @@ from PIL import Image
 
 from . import data
 from .collect import collect
+from .data.transforms import eval_transform
 from .model import PromptedCLIP, build_model
 from .relevance import token_relevance
 from .rollout import attention_rollout, rollout_row
-from .runs import LoadedRun
+from .files import write_text_atomic
+from .runs import LoadedRun, load_run
 from .statistics import (AttentionStatistics, DecompositionStatistics, GridLayout,
                          prompt_background_similarity)
+
+def open_run(runs_root: str, dataset: str, variant_name: str, seed: int, data_root: str | None = None,
+             device: str = "auto") -> LoadedRun:
+    """The finished run ``<runs_root>/<dataset>/<variant_name>/seed<seed>`` (the sweep's layout)."""
+    return load_run(Path(runs_root) / dataset / variant_name / f"seed{seed}", device, data_root)
+
+
+def save_table(table: pd.DataFrame, tables_dir: str, name: str) -> Path:
+    """Write an analysis table as CSV (atomically): the book's figures and numbers read these."""
+    return write_text_atomic(Path(tables_dir) / f"{name}.csv", table.to_csv(index=False))
+
 
 # The zero-shot reference of the figures uses the words IVLP's text prompts start from, so that
 # both models' text sequences line up position by position.
@@ -87,7 +102,8 @@ def attention_statistics(models: dict[str, PromptedCLIP], loader, progress: bool
 
 
 def figure5_table(stats: pd.DataFrame, zeroshot: str = "CLIP", prompted: str = "prompted") -> pd.DataFrame:
-    """One row per (series, block, head) with distance and entropy: CLIP, W/O Prompt, W Prompt."""
+    """One row per (model, block, head) with distance and entropy, for the series of figure 5:
+    CLIP (zero-shot), W/O Prompt and W Prompt (the prompted model without / with its prompt keys)."""
     vision = stats[stats.tower == "vision"]
     series = {"CLIP": (zeroshot, "without_prompt"), "W/O Prompt": (prompted, "without_prompt"),
               "W Prompt": (prompted, "with_prompt")}
@@ -95,9 +111,48 @@ def figure5_table(stats: pd.DataFrame, zeroshot: str = "CLIP", prompted: str = "
     for name, (model, variant) in series.items():
         part = vision[(vision.model == model) & (vision.variant == variant)]
         wide = part.pivot_table(index=["block", "head"], columns="statistic", values="value").reset_index()
-        rows.append(wide.assign(series=name))
-    return pd.concat(rows, ignore_index=True).rename(
+        rows.append(wide.assign(model=name, tower="vision"))
+    table = pd.concat(rows, ignore_index=True).rename(
         columns={"attention_distance": "distance", "attention_entropy": "entropy"})
+    return table[["model", "tower", "block", "head", "distance", "entropy"]]
+
+
+def eos_attention_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """Figure 4: per model, block and head, the [EOS] attention mass on each token type."""
+    text = stats[(stats.tower == "text") & stats.statistic.str.startswith("eos_to_")]
+    return text.assign(token_type=text.statistic.str.removeprefix("eos_to_"))[
+        ["model", "block", "head", "token_type", "value"]].rename(columns={"value": "attention"})
+
+
+@torch.no_grad()
+def explorer_data(model: PromptedCLIP, images: torch.Tensor, image_ids: list[str]
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The attention explorer's data: [CLS] attention over the patches of each image and [EOS]
+    attention over the tokens of each class prompt, for every block and head (query rows only)."""
+    with model.capture("*.attn.pattern") as cache:
+        model(images)
+    grid = model.token_layout("vision").grid
+    rows, cols = np.meshgrid(range(grid), range(grid), indexing="ij")
+    vision, text = [], []
+    for name, pattern in cache.items():
+        tower, block = name.split(".")[0], int(name.split(".")[2])
+        if tower == "vision":
+            cls = pattern[:, :, 0, 1:1 + grid * grid]                     # [B, H, G²]
+            for b, image in enumerate(image_ids):
+                for h in range(cls.shape[1]):
+                    vision.append(pd.DataFrame({"image": image, "block": block, "head": h,
+                                                "patch_row": rows.ravel(), "patch_col": cols.ravel(),
+                                                "attention": cls[b, h].numpy()}))
+        else:
+            for c, classname in enumerate(model.classnames):
+                eos = int(model.eos_index[c])
+                ids = model.text_tokens[c, :eos + 1].tolist()
+                tokens = [model.tokenizer.decode([i]).strip() or "·" for i in ids]
+                for h in range(pattern.shape[1]):
+                    text.append(pd.DataFrame({"prompt": classname, "block": block, "head": h,
+                                              "position": range(eos + 1), "token": tokens,
+                                              "attention": pattern[c, h, eos, :eos + 1].numpy()}))
+    return pd.concat(vision, ignore_index=True), pd.concat(text, ignore_index=True)
 
 
 # ------------------------------------------------------------------ 2. token contributions
@@ -221,3 +276,40 @@ def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int = 64) 
     return sums.assign(foreground=sums.foreground_sum / sums.n_foreground,
                        background=sums.background_sum / sums.n_background)[
         ["block", "head", "feature", "foreground", "background", "n_foreground", "n_background"]]
+
+
+# ------------------------------------------------------------------ explorer inputs
+def explorer_images(run: LoadedRun, n: int = 4) -> tuple[torch.Tensor, list[str], dict[str, Image.Image]]:
+    """The first ``n`` base test images: model input, ids, and the pictures as the model sees them
+    (resized and centre-cropped, not normalised) for drawing under the attention."""
+    items = run.splits["base"].test[:n]
+    size = run.backbone.image_size
+    loader = run.test_loader("base", n)
+    images, _ = first_images(loader, n)
+    ids = [f"{i}: {item.classname}" for i, item in enumerate(items)]
+    crop = eval_transform(size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    pictures = {}
+    for image_id, item in zip(ids, items):
+        with Image.open(item.path) as picture:
+            tensor = crop(picture.convert("RGB"))
+        pictures[image_id] = Image.fromarray((tensor.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    return images, ids, pictures
+
+
+# ------------------------------------------------------------------ 7. results tables
+def variant_comparison(results: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: base / novel / HM and the learned-parameter count per dataset and variant."""
+    columns = ["dataset", "variant_name", "n_trainable", "base_mean", "novel_mean", "hm", "n_seeds"]
+    return results[columns].rename(columns={"base_mean": "base", "novel_mean": "novel"}).round(2)
+
+
+def formatted_results(results: pd.DataFrame) -> pd.DataFrame:
+    """The results table with "mean ± std" cells (std over seeds; blank for a single seed)."""
+    def cell(mean, std):
+        return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+    return pd.DataFrame({
+        "dataset": results.dataset, "variant": results.variant_name, "seeds": results.n_seeds,
+        "base": [cell(m, s) for m, s in zip(results.base_mean, results.base_std)],
+        "novel": [cell(m, s) for m, s in zip(results.novel_mean, results.novel_std)],
+        "HM": [cell(m, s) for m, s in zip(results.hm, results.hm_std)],
+        "learned parameters": results.n_trainable})

@@ -25,9 +25,23 @@ def test_decomposition_and_attention_tables(run):
     assert ((lam > 0) & (lam <= 1)).all() and set(table.tower) == {"vision", "text"}
     stats = analyses.attention_statistics({"CLIP": analyses.zeroshot_twin(model), "prompted": model}, loader)
     fig5 = analyses.figure5_table(stats)
-    assert set(fig5.series) == {"CLIP", "W/O Prompt", "W Prompt"}
-    w, wo = (fig5[fig5.series == s].set_index(["block", "head"]) for s in ("W Prompt", "W/O Prompt"))
+    assert set(fig5.model) == {"CLIP", "W/O Prompt", "W Prompt"}
+    w, wo = (fig5[fig5.model == s].set_index(["block", "head"]) for s in ("W Prompt", "W/O Prompt"))
     assert (w.distance <= wo.distance + 1e-6).all()      # prompts and [CLS] sit at distance 0
+    eos = analyses.eos_attention_table(stats)
+    sums = eos.groupby(["model", "block", "head"]).attention.sum()
+    assert sums.to_numpy() == pytest.approx(1.0, rel=1e-5)
+    assert set(eos.query("model == 'CLIP'").token_type) >= {"sos", "prompt", "category", "period", "eos"}
+
+
+def test_explorer_data(run):
+    model = run.model("base")
+    images, _ = analyses.first_images(run.test_loader("base"), 2)
+    vision, text = analyses.explorer_data(model, images, ["a", "b"])
+    grid = model.token_layout("vision").grid
+    assert len(vision) == 2 * 2 * 2 * grid * grid                   # images × blocks × heads × patches
+    eos_rows = text.groupby(["prompt", "block", "head"]).attention.sum()
+    assert eos_rows.to_numpy() == pytest.approx(1.0, rel=1e-5)      # the [EOS] row over its tokens
 
 
 def test_token_contributions_and_background(run):
