@@ -2,6 +2,7 @@
 
 sweep      execute every run of the experiment that is not complete, then write the results table
 aggregate  write the results table (output_root/results.csv, .json) from the finished runs
+analyses   execute the analysis notebooks of the experiment into the book (book/generated/)
 """
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-root", help="data folder to use instead of the file's data_root")
     agg = commands.add_parser("aggregate", help="write the results table of the finished runs")
     agg.add_argument("experiment")
+    ana = commands.add_parser("analyses", help="execute the analysis notebooks into the book")
+    ana.add_argument("experiment")
+    ana.add_argument("--out", default="book/generated", help="where the executed notebooks go")
+    ana.add_argument("--force", action="store_true", help="re-execute notebooks that are up to date")
     args = parser.parse_args(argv)
     if args.command == "sweep" and args.workers is not None and args.workers < 0:
         parser.error("--workers must be 0 (in this process) or more")
@@ -43,9 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "aggregate":
             return _aggregate(load_experiment(args.experiment, require_data=False))
+        if args.command == "analyses":
+            from .report import build_analyses
+            written = build_analyses(load_experiment(args.experiment), args.out, force=args.force)
+            print(f"{len(written)} analysis notebooks in {args.out}")
+            return 0
         experiment = load_experiment(args.experiment, data_root=args.data_root)
         runs = sweep.select_runs(experiment.runs(), args.only)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:

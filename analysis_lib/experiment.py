@@ -26,7 +26,7 @@ from .variants import VARIANTS, VariantConfig, variant_config
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_SEEDS = (1, 2, 3)
 REQUIRED_KEYS = ("datasets", "variants", "model", "data_root")
-OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device")
+OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device", "analysis")
 # Parameters that say where things are, not what is computed: left out of the config hash, so
 # moving the data or the runs does not make finished runs look stale.
 LOCATION_KEYS = ("data_root", "output_dir")
@@ -50,6 +50,16 @@ class Run:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """Which finished run the analysis notebooks explain, and over how many test images."""
+
+    dataset: str
+    variant_name: str
+    seed: int
+    n_images: int = 64
+
+
+@dataclass(frozen=True)
 class Experiment:
     path: Path
     datasets: tuple[str, ...]
@@ -62,6 +72,7 @@ class Experiment:
     output_root: str
     notebook: str
     device: str
+    analysis: AnalysisConfig | None = None
 
     def runs(self) -> list[Run]:
         """Every (dataset, variant, seed), datasets outermost, in the file's order."""
@@ -152,7 +163,28 @@ def _parse(path: Path, raw, known_datasets: Collection[str], data_root_override,
     return Experiment(path=path, datasets=datasets, variants=variants, seeds=seeds, train=train,
                       model=model, pretrained=pretrained, data_root=data_root,
                       output_root=check_type("output_root", raw.get("output_root", f"runs/{path.stem}"), str),
-                      notebook=notebook, device=check_type("device", raw.get("device", "auto"), str))
+                      notebook=notebook, device=check_type("device", raw.get("device", "auto"), str),
+                      analysis=_analysis(raw.get("analysis"), datasets, variants, seeds))
+
+
+def _analysis(value, datasets, variants, seeds) -> AnalysisConfig | None:
+    """The optional ``analysis`` section; its dataset, variant and seed must be among the runs."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"analysis must be a mapping {{dataset, variant_name, seed, n_images}}, got {value!r}")
+    keys = tuple(AnalysisConfig.__dataclass_fields__)
+    for key in value:
+        if key not in keys:
+            raise unknown_name_error("analysis", "key", key, keys)
+    hints = {"dataset": str, "variant_name": str, "seed": int, "n_images": int}
+    defaults = {"dataset": datasets[0], "seed": seeds[0], "n_images": 64,
+                "variant_name": "ivlp" if "ivlp" in variants else next(iter(variants))}
+    config = AnalysisConfig(**{k: check_type(f"analysis.{k}", value.get(k, defaults[k]), hints[k]) for k in keys})
+    for key, allowed in (("dataset", datasets), ("variant_name", variants), ("seed", seeds)):
+        if getattr(config, key) not in allowed:
+            raise unknown_name_error(f"analysis.{key}", key, getattr(config, key), allowed)
+    return config
 
 
 def _name_list(value, where: str, item_type) -> tuple:

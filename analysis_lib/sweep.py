@@ -59,6 +59,13 @@ class ThisInterpreterKernelManager(AsyncKernelManager):
         return KernelSpec(resource_dir=RESOURCES, name=KERNEL_NAME, **spec)
 
 
+def run_notebook(template: str | Path, executed: str | Path, parameters: dict, cwd: str | Path) -> None:
+    """Execute ``template`` with ``parameters`` into ``executed``, the kernel on this interpreter."""
+    papermill.execute_notebook(str(template), str(executed), parameters=parameters, kernel_name=KERNEL_NAME,
+                               kernel_manager_class=ThisInterpreterKernelManager, progress_bar=False,
+                               cwd=str(cwd), start_timeout=120)
+
+
 @dataclass
 class RunResult:
     run_id: str
@@ -107,10 +114,7 @@ def execute_run(run: Run, notebook: str | Path, output_root: str | Path, cwd: st
     tmp.mkdir()
     executed = tmp / Path(notebook).name
     try:
-        papermill.execute_notebook(
-            str(Path(cwd) / notebook), str(executed), parameters={**run.params, "output_dir": str(tmp)},
-            kernel_name=KERNEL_NAME, kernel_manager_class=ThisInterpreterKernelManager,
-            progress_bar=False, cwd=str(cwd), start_timeout=120)
+        run_notebook(Path(cwd) / notebook, executed, {**run.params, "output_dir": str(tmp)}, cwd)
         total = time.perf_counter() - start
         timing = notebook_timing(nbformat.read(executed, as_version=4), total)
         _stamp_metrics(tmp / METRICS_FILE, run, timing)

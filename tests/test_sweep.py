@@ -134,7 +134,7 @@ def test_paper_and_demo_experiments(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"dataset": ["Toy"]}, "top level: unknown key 'dataset' (did you mean 'datasets'?); valid: data_root, datasets"),
+    ({"dataset": ["Toy"]}, "top level: unknown key 'dataset' (did you mean 'datasets'?); valid: analysis, data_root, datasets"),
     ({"datasets": ["Toyy"]}, "datasets: unknown dataset 'Toyy' (did you mean 'Toy'?); valid: Toy, Other"),
     ({"variants": {"v": {"variant": "ivpl"}}}, "variants.v.variant: unknown variant 'ivpl' (did you mean 'ivlp'?)"),
     ({"variants": {"v": {"variant": "ivlp", "n_ctx": 4}}}, "variants.v: unknown key 'n_ctx'"),
@@ -366,3 +366,14 @@ def test_harmonic_mean():
     assert harmonic_mean(69.34, 74.22) == pytest.approx(71.70, abs=0.005)  # zero-shot CLIP, 11 datasets
     assert harmonic_mean(0, 0) == 0.0
     assert list(harmonic_mean([50.0, 0.0], [50.0, 0.0])) == [50.0, 0.0]
+
+
+def test_analysis_section_defaults_and_checks(project):
+    path = write_experiment(project, analysis={"n_images": 8})
+    analysis = load_experiment(path, KNOWN).analysis
+    experiment = load_experiment(path, KNOWN)
+    assert analysis.n_images == 8 and analysis.dataset == experiment.datasets[0]
+    assert analysis.seed == experiment.seeds[0] and analysis.variant_name in experiment.variants
+    bad = write_experiment(project, analysis={"variant_name": "nope"})
+    with pytest.raises(ExperimentError, match="analysis.variant_name: unknown variant_name 'nope'"):
+        load_experiment(bad, KNOWN)

@@ -1,0 +1,109 @@
+"""The analyses of an experiment, executed into the book: one notebook per chapter, plus the
+profile that tells the reader which model and data the numbers come from.
+
+Each notebook is executed by papermill into ``book/generated/<name>.ipynb`` (via a temporary
+file, so a failed analysis never leaves a page that looks finished). A notebook whose executed
+copy is newer than the experiment's results and has the same parameters is not run again.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import nbformat
+from tqdm.auto import tqdm
+
+from .book_profile import BookProfile, write_profile
+from .data import get_spec
+from .experiment import Experiment
+from .sweep import first_line, run_notebook
+
+log = logging.getLogger(__name__)
+
+# Chapters that explain one run, and chapters built from the results table of all runs.
+RUN_NOTEBOOKS = ("decomposition", "token_contributions", "eos_attention", "distance_entropy",
+                 "prompts_as_background", "causal_ablation", "attention_explorer")
+TABLE_NOTEBOOKS = ("bias_tuning", "results")
+DEMO_MODEL = "demo-clip"
+
+
+class AnalysisError(RuntimeError):
+    """An analysis notebook failed; the message names it and where its partial output is."""
+
+
+def notebook_parameters(experiment: Experiment, name: str, out_dir: Path) -> dict:
+    tables = str(out_dir / "tables")
+    if name in TABLE_NOTEBOOKS:
+        return {"runs_root": experiment.output_root, "tables_dir": tables}
+    a = experiment.analysis
+    params = {"runs_root": experiment.output_root, "dataset": a.dataset, "variant_name": a.variant_name,
+              "seed": a.seed, "data_root": experiment.data_root, "n_images": a.n_images, "tables_dir": tables}
+    if name == "attention_explorer":
+        params["n_images"] = min(4, a.n_images)
+    return params
+
+
+def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated", cwd: str | Path = ".",
+                   notebooks_dir: str | Path = "notebooks", force: bool = False) -> list[Path]:
+    """Execute every analysis notebook for ``experiment``; returns the executed notebooks."""
+    if experiment.analysis is None:
+        raise AnalysisError(f"{experiment.path} has no 'analysis' section naming the run to analyse "
+                            "(dataset, variant_name, seed, n_images)")
+    results = Path(cwd) / experiment.output_root / "results.csv"
+    if not results.is_file():
+        raise AnalysisError(f"{results} not found: run the sweep first "
+                            f"(python -m analysis_lib sweep {experiment.path})")
+    out_dir = Path(out_dir)
+    (Path(cwd) / out_dir).mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in tqdm(RUN_NOTEBOOKS + TABLE_NOTEBOOKS, desc="analyses"):
+        params = notebook_parameters(experiment, name, out_dir)
+        target = Path(cwd) / out_dir / f"{name}.ipynb"
+        if not force and _up_to_date(target, params, results):
+            log.info("%s is up to date", target)
+        else:
+            _execute(Path(cwd) / notebooks_dir / f"{name}.ipynb", target, params, cwd)
+        written.append(target)
+    write_profile(profile_of(experiment), Path(cwd) / out_dir / "profile.json")
+    return written
+
+
+def _up_to_date(target: Path, params: dict, results: Path) -> bool:
+    if not target.is_file() or target.stat().st_mtime < results.stat().st_mtime:
+        return False
+    stored = nbformat.read(target, as_version=4).metadata.get("papermill", {}).get("parameters", {})
+    return stored == params
+
+
+def _execute(template: Path, target: Path, params: dict, cwd) -> None:
+    partial = target.with_name(target.stem + ".partial.ipynb")
+    try:
+        run_notebook(template, partial, params, cwd)
+    except Exception as err:
+        raise AnalysisError(f"analysis {template.stem} failed: {first_line(err)}; "
+                            f"its partial output is {partial}") from err
+    os.replace(partial, target)
+
+
+def profile_of(experiment: Experiment) -> BookProfile:
+    generated = all(get_spec(d).source == "demo" for d in experiment.datasets)
+    description = ("a small CLIP pretrained by this project on generated images"
+                   if experiment.model == DEMO_MODEL else f"{experiment.model} with {experiment.pretrained} weights")
+    return BookProfile(
+        profile=experiment.path.stem, experiment_file=str(experiment.path), model=experiment.model,
+        pretrained=str(experiment.pretrained), model_description=description,
+        data="generated" if generated else "real", datasets=tuple(experiment.datasets),
+        seeds=tuple(experiment.seeds), device=experiment.device,
+        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        commit=_commit())
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
