@@ -12,12 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .book_profile import PROFILE_PATH, read_profile, substitutions
+from sphinx.errors import ConfigError
+
+from .book_profile import PROFILE_PATH, ProfileError, ProfileNotFoundError, read_profile, substitutions
 
 
 def add_profile_substitutions(app, config) -> None:
     """`config-inited`: merge the profile's substitutions into ``myst_substitutions``."""
-    profile = read_profile(Path(app.srcdir) / config.book_profile_path)
+    try:
+        profile = read_profile(Path(app.srcdir) / config.book_profile_path)
+    except (ProfileError, ProfileNotFoundError) as err:
+        raise ConfigError(str(err)) from err  # Sphinx reports its own errors without a traceback
     config.myst_substitutions = {**config.myst_substitutions, **substitutions(profile)}
 
 

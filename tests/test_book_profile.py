@@ -6,6 +6,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
+from sphinx.errors import ConfigError
 
 from analysis_lib.book_profile import (BookProfile, ProfileError, ProfileNotFoundError, read_profile,
                                        substitutions, write_profile)
@@ -59,6 +60,9 @@ def test_sphinx_hook_merges_profile_into_existing_substitutions(tmp_path):
     add_profile_substitutions(SimpleNamespace(srcdir=str(tmp_path)), config)
     assert config.myst_substitutions["other"] == "x"
     assert config.myst_substitutions["profile_profile"] == "demo"
+    config.book_profile_path = "elsewhere/profile.json"
+    with pytest.raises(ConfigError, match="make book"):  # stops the build with Sphinx's own message
+        add_profile_substitutions(SimpleNamespace(srcdir=str(tmp_path)), config)
 
 
 def test_repeated_inline_scripts_are_dropped_first_kept():
