@@ -150,7 +150,11 @@ async function visit(url) {
   }
 
   info.widgets = await page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count();
-  if (info.widgets) {
+  const widgetState = await page.locator('script[type="application/vnd.jupyter.widget-state+json"]').count();
+  if (info.widgets && !widgetState) {
+    problems.push(`${name}: ${info.widgets} widget outputs but no saved widget state, so they show nothing ` +
+      "(papermill does not save widget state: avoid tqdm.auto bars and widgets in executed notebooks)");
+  } else if (info.widgets) {
     const shown = await page
       .waitForFunction((n) => document.querySelectorAll(".jupyter-widgets.widget-inline-hbox, .jupyter-widgets .widget-slider, .widget-slider").length >= n,
         info.widgets, { timeout: WAIT_MS })
