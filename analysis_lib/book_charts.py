@@ -63,8 +63,9 @@ def chart_html(spec: Mapping) -> str:
     """
     div_id = f"book-chart-{uuid.uuid4().hex}"
     kind = html.escape(str(spec.get("usermeta", {}).get("book_chart", "chart")), quote=True)
-    # "</" inside a script would end it early: escape it in the JSON.
-    spec_json = json.dumps(spec, separators=(",", ":")).replace("</", "<\\/")
+    # "</script>" inside the JSON would end the script early; "<" only occurs inside JSON strings,
+    # where the escape \u003c means the same.
+    spec_json = json.dumps(spec, separators=(",", ":")).replace("<", "\\u003c")
     options_json = json.dumps(EMBED_OPTIONS)
     return f"""<div id="{div_id}" class="book-chart" data-book-chart="{kind}"></div>
 <script type="text/javascript">
@@ -117,6 +118,8 @@ def _pack(df: pd.DataFrame, keys: list[str], order: list[str], arrays: list[str]
     """One record per ``keys`` group holding the ``arrays`` columns as lists, in ``order``."""
     if df.duplicated(keys + order).any():
         raise ChartDataError(f"{what} has duplicate rows for the same {keys + order}")
+    if not np.isfinite(df["attention"].to_numpy(dtype=float)).all():
+        raise ChartDataError(f"{what} has attention values that are NaN or infinite")
     records = []
     for key, group in df.sort_values(keys + order).groupby(keys, sort=False):
         record = {k: (str(v) if k in ("image", "prompt") else int(v)) for k, v in zip(keys, key)}

@@ -83,6 +83,8 @@ def test_explorer_rejects_bad_input():
         book_charts.attention_explorer(vision_frame(), text_frame(), images(("a",)))
     with pytest.raises(ChartDataError, match="duplicate"):
         book_charts.attention_explorer(vision_frame(), pd.concat([text_frame()] * 2), images())
+    with pytest.raises(ChartDataError, match="NaN"):
+        book_charts.attention_explorer(vision_frame(), text_frame().assign(attention=np.nan), images())
 
 
 def head_stats() -> pd.DataFrame:
@@ -105,6 +107,8 @@ def test_chart_html_escapes_the_spec_and_tags_the_kind():
     spec = {"usermeta": {"book_chart": "distance_entropy"}, "title": "</script><b>"}
     first, second = book_charts.chart_html(spec), book_charts.chart_html(spec)
     assert first.count("</script>") == 1 and first.rstrip().endswith("</script>")
+    embedded = first.split("vegaEmbed(el, ")[1].rsplit(", {", 1)[0]
+    assert json.loads(embedded) == spec  # the escaped JSON still reads back as the spec
     assert 'data-book-chart="distance_entropy"' in first
     div_id = first.split('id="')[1].split('"')[0]
     assert div_id not in second  # two charts on a page get their own divs
