@@ -1,0 +1,199 @@
+// Opens a built book in headless Chromium and checks what a reader offline would see.
+//
+//   node check_book.mjs --base http://127.0.0.1:PORT/ [--start index.html] [--screenshots DIR]
+//
+// From the start page it visits every page of the site linked from the pages it has seen, and
+// records every request. It reports (JSON on stdout; exit code 1 on any problem):
+// - requests that failed or were answered with an HTTP error,
+// - requests to any host other than the one serving the book (fonts and scripts included),
+// - JavaScript errors and console errors,
+// - charts (div.book-chart, any .vega-embed) without an <svg> or <canvas> inside,
+// - math that MathJax did not typeset, widgets that the widget manager did not render,
+// - attention explorers whose rendering does not change when the block slider moves.
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, arg, i, all) => {
+    if (arg.startsWith("--")) pairs.push([arg.slice(2), all[i + 1]]);
+    return pairs;
+  }, []),
+);
+if (!args.base) {
+  console.error("usage: node check_book.mjs --base http://127.0.0.1:PORT/ [--start index.html] [--screenshots DIR]");
+  process.exit(2);
+}
+const base = new URL(args.base);
+const MAX_PAGES = 200;
+const WAIT_MS = 15000;
+
+const problems = [];
+const requests = [];
+const pages = [];
+
+const userDataDir = mkdtempSync(join(tmpdir(), "book-chromium-"));
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1280, height: 900 },
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+
+function isLocal(url) {
+  const u = new URL(url);
+  if (["data:", "blob:", "about:"].includes(u.protocol)) return true;
+  return u.hostname === base.hostname && u.port === base.port;
+}
+
+function pageName(url) {
+  return new URL(url).pathname.replace(/^\//, "") || "index.html";
+}
+
+async function renderedCharts(page) {
+  return page.evaluate(() => {
+    const charts = [...document.querySelectorAll(".book-chart, .vega-embed")];
+    return charts.map((el) => ({
+      kind: el.dataset.bookChart || "vega-embed",
+      rendered: !!el.querySelector("svg, canvas"),
+      text: el.querySelector("svg, canvas") ? "" : el.textContent.slice(0, 200),
+    }));
+  });
+}
+
+// The markup of the explorer's drawing, to compare before and after moving a slider.
+async function drawing(chart) {
+  return chart.evaluate((el) => {
+    const canvas = el.querySelector("canvas");
+    if (canvas) return canvas.toDataURL();
+    return el.querySelector("svg").outerHTML;
+  });
+}
+
+async function checkExplorers(page, name) {
+  const explorers = await page.locator('.book-chart[data-book-chart="attention_explorer"]').all();
+  const results = [];
+  for (const [i, chart] of explorers.entries()) {
+    const slider = chart.locator('input[type="range"][name="block"]');
+    if ((await slider.count()) !== 1) {
+      problems.push(`${name}: attention explorer ${i} has no block slider`);
+      continue;
+    }
+    const before = await drawing(chart);
+    const moved = await slider.evaluate((input) => {
+      const target = Number(input.value) === Number(input.max) ? input.min : input.max;
+      input.value = target;
+      input.dispatchEvent(new Event("input", { bubbles: true }));
+      input.dispatchEvent(new Event("change", { bubbles: true }));
+      return Number(input.value);
+    });
+    let after = before;
+    for (let waited = 0; waited < 5000 && after === before; waited += 100) {
+      await page.waitForTimeout(100);
+      after = await drawing(chart);
+    }
+    const changed = after !== before;
+    if (!changed) problems.push(`${name}: explorer ${i}: moving the block slider to ${moved} changed nothing`);
+    results.push({ block: moved, changed });
+  }
+  return results;
+}
+
+async function visit(url) {
+  const name = pageName(url);
+  const page = await context.newPage();
+  page.on("pageerror", (err) => problems.push(`${name}: JavaScript error: ${err.message}`));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") problems.push(`${name}: console error: ${msg.text()}`);
+  });
+  let inFlight = 0;
+  page.on("requestfinished", () => inFlight--);
+  page.on("request", (req) => {
+    inFlight++;
+    requests.push({ page: name, url: req.url() });
+    if (!isLocal(req.url())) problems.push(`${name}: request to another host: ${req.url()}`);
+  });
+  page.on("requestfailed", (req) => {
+    inFlight--;
+    problems.push(`${name}: request failed: ${req.url()} (${req.failure()?.errorText})`);
+  });
+  page.on("response", (res) => {
+    if (res.status() >= 400) problems.push(`${name}: HTTP ${res.status()} for ${res.url()}`);
+  });
+
+  await page.goto(url, { waitUntil: "networkidle" });
+  const info = { page: name, charts: [], math: 0, widgets: 0, explorers: [] };
+
+  const expected = await page.locator(".book-chart, .vega-embed").count();
+  if (expected) {
+    await page
+      .waitForFunction(
+        () => [...document.querySelectorAll(".book-chart, .vega-embed")].every((el) => el.querySelector("svg, canvas")),
+        null, { timeout: WAIT_MS })
+      .catch(() => {});
+    info.charts = await renderedCharts(page);
+    for (const chart of info.charts) {
+      if (!chart.rendered) problems.push(`${name}: a ${chart.kind} chart did not render: ${chart.text}`);
+    }
+  }
+
+  info.math = await page.locator(".math").count();
+  if (info.math) {
+    const typeset = await page
+      .waitForFunction((n) => document.querySelectorAll("mjx-container").length >= n, info.math, { timeout: WAIT_MS })
+      .then(() => true, () => false);
+    if (!typeset) problems.push(`${name}: MathJax did not typeset the page's ${info.math} formulas`);
+  }
+
+  info.widgets = await page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count();
+  const widgetState = await page.locator('script[type="application/vnd.jupyter.widget-state+json"]').count();
+  if (info.widgets && !widgetState) {
+    problems.push(`${name}: ${info.widgets} widget outputs but no saved widget state, so they show nothing ` +
+      "(papermill does not save widget state: avoid tqdm.auto bars and widgets in executed notebooks)");
+  } else if (info.widgets) {
+    const shown = await page
+      .waitForFunction((n) => document.querySelectorAll(".jupyter-widgets.widget-inline-hbox, .jupyter-widgets .widget-slider, .widget-slider").length >= n,
+        info.widgets, { timeout: WAIT_MS })
+      .then(() => true, () => false);
+    if (!shown) problems.push(`${name}: the widget manager did not render the page's ${info.widgets} widgets`);
+  }
+
+  info.explorers = await checkExplorers(page, name);
+  // Fonts and modules load lazily, after layout: wait until no request has been open for 500 ms.
+  for (let quiet = 0, waited = 0; quiet < 500 && waited < WAIT_MS; waited += 50) {
+    await page.waitForTimeout(50);
+    quiet = inFlight > 0 ? 0 : quiet + 50;
+  }
+  if (args.screenshots) {
+    await page.screenshot({ path: join(args.screenshots, name.replace(/\//g, "__") + ".png"), fullPage: true });
+  }
+  const links = await page.evaluate(() => [...document.querySelectorAll("a[href]")].map((a) => a.href));
+  await page.close();
+  pages.push(info);
+  return links;
+}
+
+try {
+  const queue = [new URL(args.start || "index.html", base).href];
+  const seen = new Set(queue);
+  while (queue.length && pages.length < MAX_PAGES) {
+    const links = await visit(queue.shift());
+    for (const link of links) {
+      const u = new URL(link);
+      u.hash = "";
+      if (!isLocal(u.href) || !u.pathname.endsWith(".html") || seen.has(u.href)) continue;
+      seen.add(u.href);
+      queue.push(u.href);
+    }
+  }
+} finally {
+  await context.close();
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+
+console.log(JSON.stringify({ ok: problems.length === 0, problems, pages, requests: requests.length }, null, 1));
+process.exit(problems.length ? 1 : 0);
