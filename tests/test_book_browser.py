@@ -114,11 +114,25 @@ def explorer_notebook() -> nbformat.NotebookNode:
     return nb
 
 
-def build_test_book(root: Path) -> Path:
-    """Copy the book's sources to ``root``, add stand-in generated pages, build; returns the HTML folder."""
+def build_test_book(root: Path, generated: Path | None = None) -> Path:
+    """Copy the book's sources to ``root`` with ``generated`` as its generated pages (by default
+    stand-ins), build; returns the HTML folder."""
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("generated"))
+    if generated is not None:
+        shutil.copytree(generated, root / GENERATED)
+    else:
+        write_stand_ins(root)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run([str(jupyter_book), "build", str(root), "-W", "-n", "--keep-going"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, f"jupyter-book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return root / "_build" / "html"
+
+
+def write_stand_ins(root: Path) -> None:
     pages = generated_pages(root / "_toc.yml")
     assert f"{GENERATED}/{EXPLORER_PAGE}" in pages
     for page in pages:
@@ -133,12 +147,6 @@ def build_test_book(root: Path) -> Path:
                               datasets=("DemoShapes",), seeds=(1,), device="cpu",
                               created="2025-01-01T00:00:00Z", commit=None),
                   root / GENERATED / "profile.json")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run([str(jupyter_book), "build", str(root), "-W", "-n", "--keep-going"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, f"jupyter-book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return root / "_build" / "html"
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
