@@ -102,8 +102,8 @@ def resolve_weights(model_name: str, pretrained: str | None) -> str | None:
     if not _reachable(host):
         raise WeightsNotFoundError(
             f"weights for {model_name} / {pretrained} are not cached and {host} cannot be reached. "
-            f"Copy {where} there from a machine with internet access (the Hugging Face cache is "
-            f"HF_HOME, default ~/.cache/huggingface), or pass pretrained=/path/to/checkpoint")
+            f"Download {where} on a machine with internet access and put it in the cache here "
+            f"(Hugging Face: HF_HOME, default ~/.cache/huggingface), or pass pretrained=/path/to/checkpoint")
     return open_clip.pretrained.download_pretrained(cfg)
 
 

@@ -190,3 +190,26 @@ def test_bad_backbone_arguments(tmp_path):
         load_backbone("ViT-Q-99")
     with pytest.raises(WeightsNotFoundError, match="neither a checkpoint file nor a known tag"):
         load_backbone("tiny-clip", str(tmp_path / "missing.pt"))
+
+
+def test_uncached_tag_offline_fails_at_once_naming_the_file(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+    from analysis_lib import backbone
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(backbone, "_reachable", lambda host, timeout=3.0: False)
+    with pytest.raises(WeightsNotFoundError) as info:
+        load_backbone("ViT-B-16-quickgelu", "openai")
+    message = str(info.value)
+    assert "not cached and huggingface.co cannot be reached" in message
+    assert "timm/vit_base_patch16_clip_224.openai/open_clip_pytorch_model.bin" in message
+    assert "pretrained=/path/to/checkpoint" in message
+
+
+def test_local_checkpoint_loads_through_the_real_path(tiny, tmp_path):
+    """A checkpoint file in open_clip's format loads by path, as real weights do."""
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny.clip.state_dict(), path)
+    again = load_backbone("tiny-clip", str(path))
+    x = images(tiny)
+    with torch.no_grad():
+        assert torch.equal(again.clip.encode_image(x), tiny.clip.encode_image(x))
