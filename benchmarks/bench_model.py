@@ -7,35 +7,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from analysis_lib.backbone import load_backbone
 from analysis_lib.model import build_model
+from timing import compare
 
 CLASSES = [f"object number {i}" for i in range(100)]
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def compare(a, b, repeats: int) -> tuple[float, float]:
-    """Medians of a and b, timed in alternation so that machine load hits both alike."""
-    a(), b()  # warm-up
-    ta, tb = [], []
-    for _ in range(repeats):
-        ta.append(median_time(a, 1))
-        tb.append(median_time(b, 1))
-    return statistics.median(ta), statistics.median(tb)
 
 
 def main() -> None:

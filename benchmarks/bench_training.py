@@ -7,24 +7,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from analysis_lib.backbone import load_backbone
 from analysis_lib.model import build_model
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_time
 
 
 def main() -> None:
@@ -50,7 +39,7 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
         model.encode_text().sum().backward()
 
-    total, text = timed(step, args.repeats), timed(text_only, args.repeats)
+    total, text = median_time(step, args.repeats), median_time(text_only, args.repeats)
     print(f"threads={args.threads} classes={args.classes} batch={args.batch} "
           f"text context={model.text_tokens.shape[1]} tokens")
     print(f"training step: {total:.2f} s; text tower forward+backward: {text:.2f} s "
