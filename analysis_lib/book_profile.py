@@ -15,7 +15,7 @@ Schema of ``profile.json`` (version 1; all keys required, ``commit`` may be null
       "pretrained": "openai",                   # open_clip tag or checkpoint path
       "model_description": "a small CLIP pretrained by this project on generated images",
       "data": "generated",                      # "generated" (made by the project) or "real"
-      "datasets": ["DemoShapes", "DemoTextures"],
+      "datasets": ["DemoToys", "DemoTextures"],
       "seeds": [1],
       "device": "cpu",
       "created": "2025-01-31T12:00:00Z",        # when the analyses finished (ISO 8601, UTC)
@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from .files import write_text_atomic
 
 SCHEMA_VERSION = 1
 PROFILE_PATH = "book/generated/profile.json"  # relative to the book's source folder
@@ -83,13 +84,8 @@ class BookProfile:
 
 def write_profile(profile: BookProfile, path: str | os.PathLike) -> Path:
     """Write ``profile`` as JSON, atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"schema_version": SCHEMA_VERSION, **asdict(profile)}
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(payload, f, indent=2)
-    os.replace(f.name, path)
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=2))
 
 
 def read_profile(path: str | os.PathLike) -> BookProfile:

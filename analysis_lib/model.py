@@ -19,6 +19,7 @@ from torch import nn
 from .attention import NO_ABLATION, Ablation
 from .backbone import Backbone
 from .capture import Cache, Recorder
+from .files import replace_atomically
 from .towers import DeepPrompts, PromptSlot, ResidualBiases, Tower
 from .variants import VariantConfig, VariantError, check_depths, variant_config
 
@@ -203,11 +204,9 @@ class PromptedCLIP(nn.Module):
 
     def save_trainable(self, path: str | Path) -> None:
         """Write the learned parameters only, as safetensors, atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         state = {k: v.contiguous().cpu() for k, v in self.trainable_state().items()}
-        save_file(state, str(tmp), metadata={"variant": json.dumps(self.config.to_dict())})
-        tmp.replace(path)
+        with replace_atomically(path) as tmp:
+            save_file(state, str(tmp), metadata={"variant": json.dumps(self.config.to_dict())})
 
     def load_trainable(self, source: str | Path | dict[str, torch.Tensor]) -> None:
         """Load learned parameters from a safetensors file or another model's ``trainable_state()``."""

@@ -17,7 +17,7 @@ import nbformat
 from tqdm.auto import tqdm
 
 from .book_profile import BookProfile, write_profile
-from .data import get_spec
+from .data import DEMO_DATASETS
 from .experiment import Experiment
 from .sweep import first_line, run_notebook
 
@@ -89,7 +89,7 @@ def _execute(template: Path, target: Path, params: dict, cwd) -> None:
 
 
 def profile_of(experiment: Experiment) -> BookProfile:
-    generated = all(get_spec(d).source == "demo" for d in experiment.datasets)
+    generated = all(d in DEMO_DATASETS for d in experiment.datasets)
     description = ("a small CLIP pretrained by this project on generated images"
                    if experiment.model == DEMO_MODEL else f"{experiment.model} with {experiment.pretrained} weights")
     return BookProfile(

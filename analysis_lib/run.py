@@ -97,8 +97,8 @@ def run_training(settings: RunSettings) -> dict:
                         spec.template, **settings.variant_params)
     losses: list[float] = []
     if model.n_trainable:
-        loader = DataLoader(ItemDataset(base.train, train_transform(backbone.image_size, backbone.mean,
-                                                                    backbone.std)),
+        transform = train_transform(backbone.image_size, backbone.mean, backbone.std, cfg.crop_scale)
+        loader = DataLoader(ItemDataset(base.train, transform),
                             batch_size=cfg.batch_size, shuffle=True, drop_last=False,
                             num_workers=cfg.num_workers,
                             generator=torch.Generator().manual_seed(settings.seed))

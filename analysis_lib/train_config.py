@@ -75,6 +75,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: int = 1  # epochs at the constant warmup_lr before the cosine schedule
     warmup_lr: float = 1e-5
+    crop_scale: float = 0.08  # smallest area fraction of the training random crop (Dassl's RRCROP_SCALE)
     precision: str = "auto"  # auto: bf16 autocast on a GPU, fp32 on the CPU
     eval_batch_size: int = 100
     num_workers: int = 2  # DataLoader worker processes
@@ -90,6 +91,8 @@ class TrainConfig:
         for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 < self.crop_scale <= 1:
+            raise ConfigError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

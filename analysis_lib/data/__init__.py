@@ -6,12 +6,12 @@ from .errors import (DataRootError, DatasetError, DatasetFolderError, MissingIma
                      SplitFileFormatError, SplitFileMissingError, UnknownDatasetError)
 from .fewshot import draw_fewshot, fewshot_split, split_classes, subsample_classes
 from .readers import SPLITS, DatasetSplits, Item, mask_path, prompt_classnames, read_dataset
-from .registry import PAPER_DATASETS, DatasetSpec, dataset_names, get_spec, register_dataset
+from .registry import DEMO_DATASETS, PAPER_DATASETS, DatasetSpec, dataset_names, get_spec, register_dataset
 
 __all__ = [
     "DataRootError", "DatasetError", "DatasetFolderError", "MissingImagesError",
     "SplitFileFormatError", "SplitFileMissingError", "UnknownDatasetError",
     "draw_fewshot", "fewshot_split", "split_classes", "subsample_classes",
     "SPLITS", "DatasetSplits", "Item", "mask_path", "prompt_classnames", "read_dataset",
-    "PAPER_DATASETS", "DatasetSpec", "dataset_names", "get_spec", "register_dataset",
+    "DEMO_DATASETS", "PAPER_DATASETS", "DatasetSpec", "dataset_names", "get_spec", "register_dataset",
 ]

@@ -108,7 +108,21 @@ _BUILTIN = [
                 "a photo of a person doing {}.", 101),
 ]
 PAPER_DATASETS: tuple[str, ...] = tuple(spec.name for spec in _BUILTIN)
-_REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in _BUILTIN}
+
+# The embedded default's datasets, drawn by analysis_lib.demo_world in the split-file layout.
+_DEMO = [
+    DatasetSpec(name=name, folder=folder, image_dir="images", split_file=f"split_{name}.json",
+                template=template, n_classes=n_classes, mask_dir=mask_dir,
+                source="generate it with: python -m analysis_lib.demo_world --root <data root>")
+    for name, folder, template, n_classes, mask_dir in (
+        ("DemoToys", "demo_toys", "a photo of a {}, a type of toy.", 12, "annotations/trimaps"),
+        ("DemoHues", "demo_hues", "a photo of a {}.", 12, "annotations/trimaps"),
+        ("DemoSat", "demo_sat", "a centered satellite photo of {}.", 10, None),
+        ("DemoTextures", "demo_textures", "{} texture.", 12, None),
+    )
+]
+DEMO_DATASETS: tuple[str, ...] = tuple(spec.name for spec in _DEMO)
+_REGISTRY: dict[str, DatasetSpec] = {spec.name: spec for spec in _BUILTIN + _DEMO}
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
@@ -121,7 +135,7 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
 
 
 def dataset_names() -> list[str]:
-    """The 11 datasets in the paper's order, then registered extras."""
+    """The 11 datasets in the paper's order, the demo datasets, then registered extras."""
     return list(_REGISTRY)
 
 

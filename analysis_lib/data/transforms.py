@@ -18,9 +18,9 @@ BICUBIC = T.InterpolationMode.BICUBIC
 
 
 def train_transform(size: int = 224, mean: Sequence[float] = OPENAI_DATASET_MEAN,
-                    std: Sequence[float] = OPENAI_DATASET_STD) -> T.Compose:
-    """Random resized crop (scale 0.08-1, bicubic) and horizontal flip: Dassl's training input."""
-    return T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=BICUBIC),
+                    std: Sequence[float] = OPENAI_DATASET_STD, crop_scale: float = 0.08) -> T.Compose:
+    """Random resized crop (area crop_scale-1, bicubic) and horizontal flip: Dassl's training input."""
+    return T.Compose([T.RandomResizedCrop(size, scale=(crop_scale, 1.0), interpolation=BICUBIC),
                       T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
 
 

@@ -1,0 +1,115 @@
+"""The demo world: datasets in the real layout, exact masks, determinism, the demo experiment."""
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from analysis_lib import demo_world
+from analysis_lib.data import DEMO_DATASETS, get_spec, mask_path, prompt_classnames, read_dataset
+from analysis_lib.experiment import load_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    demo_world.write_demo_data(root)
+    return root
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(folder)).encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("name", DEMO_DATASETS)
+def test_datasets_read_like_real_ones(demo_root, name):
+    spec = get_spec(name)
+    data = read_dataset(name, demo_root)
+    assert len(data.classnames) == spec.n_classes
+    for which, count in demo_world.COUNTS.items():
+        assert len(data.split(which)) == count * spec.n_classes
+    assert all(Path(item.path).is_file() for item in data.test)
+    with Image.open(data.test[0].path) as image:
+        assert image.size == (demo_world.SIZE, demo_world.SIZE)
+    prompts = [spec.template.format(c) for c in prompt_classnames(data.classnames)]
+    assert len(set(prompts)) == len(prompts)
+
+
+@pytest.mark.parametrize("name", ["DemoToys", "DemoHues"])
+def test_masks_are_trimaps_of_the_drawn_object(demo_root, name):
+    spec = get_spec(name)
+    data = read_dataset(name, demo_root)
+    item = data.test[0]
+    trimap = np.asarray(Image.open(mask_path(spec, demo_root, item)))
+    assert set(np.unique(trimap)) == {1, 2, 3}
+    # The object is drawn in its class colour: foreground pixels are near it, background ones not.
+    scene = demo_world.DATASETS[name].classes[item.label]
+    image = np.asarray(Image.open(item.path), np.float32) / 255
+    colour = np.array(demo_world.COLOURS[scene.colour])
+    if name == "DemoHues":
+        colour = np.clip(colour * demo_world._CAST + 0.08, 0, 1)
+    distance = np.abs(image - colour).max(-1)
+    assert np.median(distance[trimap == 1]) < 0.12 < np.median(distance[trimap == 2])
+
+
+def test_trimap_border_is_one_pixel_each_side():
+    mask = np.zeros((demo_world.SIZE, demo_world.SIZE), bool)
+    mask[10:20, 10:20] = True
+    t = demo_world.trimap(mask)
+    assert (t == 1).sum() == 8 * 8 and (t == 3).sum() == 12 * 12 - 8 * 8
+    assert (t == 2).sum() == demo_world.SIZE ** 2 - 12 * 12
+
+
+def test_writing_is_deterministic_and_resumes(demo_root, tmp_path):
+    spec = get_spec("DemoSat")
+    (tmp_path / (spec.folder + ".partial")).mkdir()  # left over by an interrupted run
+    assert demo_world.write_demo_data(tmp_path, names=("DemoSat",)) == [spec.dataset_dir(tmp_path)]
+    assert not (tmp_path / (spec.folder + ".partial")).exists()
+    assert _digest(spec.dataset_dir(tmp_path)) == _digest(spec.dataset_dir(demo_root))
+    assert demo_world.write_demo_data(tmp_path, names=("DemoSat",)) == []  # already there
+
+
+def test_pretraining_batches_are_reproducible_and_captioned():
+    images, captions = demo_world.pretraining_batch(seed=7, size=16)
+    again, captions_again = demo_world.pretraining_batch(seed=7, size=16)
+    other, _ = demo_world.pretraining_batch(seed=8, size=16)
+    assert images.shape == (16, demo_world.SIZE, demo_world.SIZE, 3) and images.dtype == np.float32
+    assert np.array_equal(images, again) and captions == captions_again
+    assert not np.array_equal(images, other)
+    assert all(any(c in caption for c in demo_world.COLOURS) for caption in captions)
+
+
+def test_every_shape_is_drawn_distinctly():
+    masks = {s: demo_world.shape_mask(s, 32, 32, 20) for s in demo_world.SHAPES}
+    assert all(m.sum() > 200 for m in masks.values())
+    for a in demo_world.SHAPES:
+        for b in demo_world.SHAPES:
+            if a < b:
+                assert (masks[a] ^ masks[b]).sum() > 100, (a, b)
+
+
+def test_demo_experiment_builds_on_demo_clip(demo_root):
+    """Every variant of experiments/demo.yaml fits demo-clip; the file's parameter counts hold."""
+    from analysis_lib.backbone import load_backbone
+    from analysis_lib.model import build_model
+    from analysis_lib.report import profile_of
+
+    experiment = load_experiment(REPO / "experiments" / "demo.yaml", data_root=str(demo_root))
+    assert experiment.datasets == DEMO_DATASETS and experiment.analysis.dataset == "DemoToys"
+    assert get_spec(experiment.analysis.dataset).mask_dir
+    backbone = load_backbone("demo-clip")
+    counts = {}
+    for name, spec in experiment.variants.items():
+        params = {k: v for k, v in spec.items() if k != "variant"}
+        counts[name] = build_model(spec["variant"], backbone, ["a", "b"], "a photo of a {}.",
+                                   **params).n_trainable
+    assert counts == {"zeroshot": 0, "text": 1152, "vision": 1152, "ivlp": 2304,
+                      "bias_both": 1536, "bias_mlp": 768, "bias_attn": 768}
+    assert profile_of(experiment).data == "generated"
+
