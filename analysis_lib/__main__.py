@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     gpus = [] if args.scheduler or experiment.device == "cpu" or args.workers == 0 else sweep.visible_gpus()
     workers = args.workers if args.workers is not None else max(1, len(gpus))
     results = sweep.run_sweep(runs, experiment.notebook, experiment.output_root, workers=workers,
-                              scheduler=args.scheduler, gpus=gpus)
+                              scheduler=args.scheduler, gpus=gpus, reuse_kernels=experiment.reuse_kernels)
     print(sweep.summary_table(results))
     if any(r.status != "failed" for r in results):
         _aggregate(experiment)

@@ -55,6 +55,38 @@ def first_images(loader, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(images)[:limit], torch.cat(labels)[:limit]
 
 
+# ------------------------------------------------------------------ 0. the datasets
+def dataset_summary(datasets: list[str], data_root: str) -> pd.DataFrame:
+    """Per dataset: classes (base / novel), images per split, the hand template, masks or not."""
+    rows = []
+    for name in datasets:
+        splits, spec = data.read_dataset(name, data_root), data.get_spec(name)
+        n_base = len(data.split_classes(splits, "base").classnames)
+        rows.append({"dataset": name, "classes": len(splits.classnames), "base": n_base,
+                     "novel": len(splits.classnames) - n_base, "train images": len(splits.train),
+                     "val images": len(splits.val), "test images": len(splits.test),
+                     "template": spec.template, "masks": spec.mask_dir is not None})
+    return pd.DataFrame(rows)
+
+
+def dataset_gallery(name: str, data_root: str, max_classes: int = 12) -> list[tuple[Image.Image, str]]:
+    """The first test image of up to ``max_classes`` classes spread over the label range (so base
+    and novel classes both appear), each captioned with its class name and group."""
+    splits = data.read_dataset(name, data_root)
+    n = len(splits.classnames)
+    n_base = len(data.split_classes(splits, "base").classnames)
+    first = {}
+    for item in splits.test:
+        first.setdefault(item.label, item)
+    gallery = []
+    for label in sorted(set(np.linspace(0, n - 1, min(n, max_classes)).round().astype(int).tolist())):
+        if label in first:
+            with Image.open(first[label].path) as image:
+                gallery.append((image.convert("RGB"),
+                                f"{splits.classnames[label]} ({'base' if label < n_base else 'novel'})"))
+    return gallery
+
+
 # ------------------------------------------------------------------ 1. decomposition per block
 def decomposition_by_block(model: PromptedCLIP, loader, progress: bool = False) -> pd.DataFrame:
     """Mean λ and the norms of the token part and the prompt (bias) part, per tower, block, head."""

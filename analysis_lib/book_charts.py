@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 import altair as alt
 import numpy as np
 import pandas as pd
+from IPython.display import HTML
 from PIL import Image
 
 VISION_COLUMNS = ("image", "block", "head", "patch_row", "patch_col", "attention")
@@ -141,12 +142,24 @@ def _grid_size(df: pd.DataFrame) -> int:
     return g
 
 
-def _png_data_url(image, size: int) -> str:
-    """A small PNG of the image, inline, so that the page needs no separate file."""
+def _data_url(image, size: int, kind: str = "png") -> str:
+    """A small PNG (exact) or JPEG (smaller) of the image, inline, so the page needs no separate file."""
     picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     buffer = io.BytesIO()
-    picture.convert("RGB").resize((size, size), Image.BILINEAR).save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    picture.convert("RGB").resize((size, size), Image.BILINEAR).save(
+        buffer, format=kind.upper(), **({"optimize": True} if kind == "png" else {"quality": 85}))
+    return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_grid(images: Sequence[tuple[object, str]], size: int = 96) -> HTML:
+    """Captioned images side by side, inline JPEGs (never stored above their own size), so that a
+    static page shows them without separate files."""
+    figures = "".join(
+        f'<figure style="margin:4px;width:{size}px;text-align:center">'
+        f'<img src="{_data_url(image, min(size, image.width), "jpeg")}" width="{size}" height="{size}" alt="{html.escape(caption)}"/>'
+        f'<figcaption style="font-size:0.75em">{html.escape(caption)}</figcaption></figure>'
+        for image, caption in images)
+    return HTML(f'<div style="display:flex;flex-wrap:wrap">{figures}</div>')
 
 
 def _inline(records: list[dict]) -> alt.InlineData:
@@ -195,7 +208,7 @@ def attention_explorer(df_vision: pd.DataFrame, df_text: pd.DataFrame, images: M
     x_scale = alt.Scale(domain=[0, g])
     y_scale = alt.Scale(domain=[0, g], reverse=True)  # row 0 at the top, as in the image
     photo = (
-        alt.Chart(_inline([{"image": i, "url": _png_data_url(images[i], image_px)} for i in image_ids]))
+        alt.Chart(_inline([{"image": i, "url": _data_url(images[i], image_px)} for i in image_ids]))
         .transform_filter(alt.datum.image == image)
         .transform_calculate(centre=f"{g / 2}")
         .mark_image(width=size, height=size)

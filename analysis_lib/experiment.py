@@ -26,7 +26,7 @@ from .variants import VARIANTS, VariantConfig, variant_config
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_SEEDS = (1, 2, 3)
 REQUIRED_KEYS = ("datasets", "variants", "model", "data_root")
-OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device", "analysis")
+OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device", "analysis", "reuse_kernels")
 # Parameters that say where things are, not what is computed: left out of the config hash, so
 # moving the data or the runs does not make finished runs look stale.
 LOCATION_KEYS = ("data_root", "output_dir")
@@ -73,6 +73,7 @@ class Experiment:
     notebook: str
     device: str
     analysis: AnalysisConfig | None = None
+    reuse_kernels: bool = False  # one kernel per sweep worker, cleared between runs (sweep.py)
 
     def runs(self) -> list[Run]:
         """Every (dataset, variant, seed), datasets outermost, in the file's order."""
@@ -164,7 +165,8 @@ def _parse(path: Path, raw, known_datasets: Collection[str], data_root_override,
                       model=model, pretrained=pretrained, data_root=data_root,
                       output_root=check_type("output_root", raw.get("output_root", f"runs/{path.stem}"), str),
                       notebook=notebook, device=check_type("device", raw.get("device", "auto"), str),
-                      analysis=_analysis(raw.get("analysis"), datasets, variants, seeds))
+                      analysis=_analysis(raw.get("analysis"), datasets, variants, seeds),
+                      reuse_kernels=check_type("reuse_kernels", raw.get("reuse_kernels", False), bool))
 
 
 def _analysis(value, datasets, variants, seeds) -> AnalysisConfig | None:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 RUN_NOTEBOOKS = ("decomposition", "token_contributions", "eos_attention", "distance_entropy",
                  "prompts_as_background", "causal_ablation", "attention_explorer")
 TABLE_NOTEBOOKS = ("bias_tuning", "results")
+DATA_NOTEBOOKS = ("datasets",)  # chapters about the experiment's data, no run needed
 DEMO_MODEL = "demo-clip"
 
 
@@ -38,6 +39,8 @@ def notebook_parameters(experiment: Experiment, name: str, out_dir: Path) -> dic
     tables = str(out_dir / "tables")
     if name in TABLE_NOTEBOOKS:
         return {"runs_root": experiment.output_root, "tables_dir": tables}
+    if name in DATA_NOTEBOOKS:
+        return {"datasets": list(experiment.datasets), "data_root": experiment.data_root, "tables_dir": tables}
     a = experiment.analysis
     params = {"runs_root": experiment.output_root, "dataset": a.dataset, "variant_name": a.variant_name,
               "seed": a.seed, "data_root": experiment.data_root, "n_images": a.n_images, "tables_dir": tables}
@@ -59,7 +62,7 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
     out_dir = Path(out_dir)
     (Path(cwd) / out_dir).mkdir(parents=True, exist_ok=True)
     written = []
-    for name in tqdm(RUN_NOTEBOOKS + TABLE_NOTEBOOKS, desc="analyses"):
+    for name in tqdm(DATA_NOTEBOOKS + RUN_NOTEBOOKS + TABLE_NOTEBOOKS, desc="analyses"):
         params = notebook_parameters(experiment, name, out_dir)
         target = Path(cwd) / out_dir / f"{name}.ipynb"
         if not force and _up_to_date(target, params, results):

@@ -80,3 +80,15 @@ def test_live_explorer_computes_any_image(run):
     block_slider = box.children[1].children[0]
     block_slider.value = 1                       # moving the slider recomputes nothing but the view
     assert block_slider.value == 1
+
+
+def test_dataset_summary_and_gallery(data_root):
+    summary = analyses.dataset_summary(["OxfordPets", "EuroSAT"], str(data_root))
+    pets = summary.set_index("dataset").loc["OxfordPets"]
+    assert (pets["classes"], pets["base"], pets["novel"]) == (6, 3, 3)
+    assert (pets["train images"], pets["val images"], pets["test images"]) == (36, 18, 12)
+    assert pets["masks"] and not summary.set_index("dataset").loc["EuroSAT", "masks"]
+    gallery = analyses.dataset_gallery("EuroSAT", str(data_root), max_classes=4)
+    captions = [caption for _, caption in gallery]
+    assert captions == ["Annual Crop Land (base)", "Highway or Road (base)", "Permanent Crop Land (novel)",
+                        "Sea or Lake (novel)"]

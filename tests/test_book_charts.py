@@ -7,6 +7,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from analysis_lib import book_charts
 from analysis_lib.book_charts import ChartDataError
@@ -121,3 +122,10 @@ def test_renderer_is_used_inside_enable_and_restored_after():
         bundle = book_charts.distance_entropy_scatter(head_stats())._repr_mimebundle_()
     assert alt.renderers.active == before
     assert "vegaEmbed(" in bundle["text/html"] and 'data-book-chart="distance_entropy"' in bundle["text/html"]
+
+
+def test_image_grid_inlines_each_image_with_an_escaped_caption():
+    images = [(Image.new("RGB", (16, 16), "red"), "a <b> & c"), (Image.new("RGB", (16, 16), "blue"), "d")]
+    page = book_charts.image_grid(images, size=48).data
+    assert page.count("<figure") == 2 and page.count("data:image/jpeg;base64,") == 2
+    assert "a &lt;b&gt; &amp; c" in page and "<b>" not in page

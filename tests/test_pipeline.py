@@ -15,7 +15,7 @@ import yaml
 
 from test_book_browser import REPO, build_test_book, check_in_browser, setup_browser
 
-TABLES = {"decomposition", "contributions_vision", "contributions_text", "contributions_per_image",
+TABLES = {"datasets", "decomposition", "contributions_vision", "contributions_text", "contributions_per_image",
           "eos_attention", "distance_entropy", "prompts_as_background", "causal_ablation", "bias_tuning"}
 
 

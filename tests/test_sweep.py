@@ -14,7 +14,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from analysis_lib import experiment as experiment_module
 from analysis_lib.__main__ import main
@@ -37,6 +39,7 @@ def write_notebook(path: Path, control: Path) -> None:
                                        'seed = 1\noutput_dir = "out"')
     params.metadata["tags"] = ["parameters"]
     body = nbformat.v4.new_code_cell(textwrap.dedent(f"""\
+        leftover = "metrics" in globals()  # a reused kernel must start each run with a clean namespace
         import json, os, pathlib, sys, time
         control = pathlib.Path({str(control)!r})
         with open(control / "executions.log", "a") as log:
@@ -50,7 +53,7 @@ def write_notebook(path: Path, control: Path) -> None:
                     "novel_acc": 60.0 - seed, "hm": 0.0, "n_trainable": 8, "wall_time_s": 0.1,
                     "executable": sys.executable,
                     "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                    "variant_params": variant_params}}
+                    "variant_params": variant_params, "kernel_pid": os.getpid(), "leftover": leftover}}
         pathlib.Path(output_dir, "metrics.json").write_text(json.dumps(metrics))"""))
     nb = nbformat.v4.new_notebook(cells=[params, body])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -377,3 +380,34 @@ def test_analysis_section_defaults_and_checks(project):
     bad = write_experiment(project, analysis={"variant_name": "nope"})
     with pytest.raises(ExperimentError, match="analysis.variant_name: unknown variant_name 'nope'"):
         load_experiment(bad, KNOWN)
+
+
+# --- reused kernels -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_reused_kernel_runs_every_notebook_in_one_clean_process(project, reuse):
+    (project / "control" / "fail-Toy-1").touch()  # a failing run must not spoil the kernel's next runs
+    runs = load_experiment(write_experiment(project), KNOWN).runs()
+    results = run_sweep(runs, "train.ipynb", "runs", workers=0, reuse_kernels=reuse)
+    assert [r.status for r in results] == ["failed", "done", "failed", "done"]
+    metrics = [json.loads((project / r.folder / METRICS_FILE).read_text()) for r in results if r.status == "done"]
+    assert not any(m["leftover"] for m in metrics)
+    assert (len({m["kernel_pid"] for m in metrics}) == 1) == reuse
+
+
+def test_reused_kernel_trains_exactly_like_a_fresh_one(data_root, tmp_path, monkeypatch):
+    """The real train notebook: ivlp after a bias run in the same kernel equals ivlp in a new kernel."""
+    monkeypatch.chdir(REPO)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({
+        "datasets": ["OxfordPets"], "seeds": [1], "model": {"name": "tiny-clip", "pretrained": None},
+        "data_root": str(data_root), "output_root": str(tmp_path / "reused"),
+        "train": {"shots": 2, "epochs": 2, "num_workers": 0},
+        "variants": {"bias": {"variant": "bias", "bias_text_depth": 2, "bias_vision_depth": 2},
+                     "ivlp": {"variant": "ivlp", "text_depth": 2, "vision_depth": 2}}}))
+    runs = load_experiment(path).runs()
+    reused = run_sweep(runs, "notebooks/train.ipynb", str(tmp_path / "reused"), workers=0, reuse_kernels=True)
+    fresh = run_sweep(runs[1:], "notebooks/train.ipynb", str(tmp_path / "fresh"), workers=0)
+    assert [r.status for r in reused + fresh] == ["done"] * 3
+    a, b = (load_file(str(Path(r.folder) / "trainable.safetensors")) for r in (reused[1], fresh[0]))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
