@@ -84,14 +84,18 @@ class WarmKernelManager(ThisInterpreterKernelManager):
     """A kernel that outlives the notebooks it runs. nbclient leaves the channels of a kernel it
     does not own open, so this manager remembers the clients it hands out and closes them."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.open_clients = []
+
     def client(self, **kwargs):
         client = super().client(**kwargs)
-        self.__dict__.setdefault("open_clients", []).append(client)
+        self.open_clients.append(client)
         return client
 
     def close_clients(self) -> None:
-        for client in self.__dict__.pop("open_clients", []):
-            client.stop_channels()
+        while self.open_clients:
+            self.open_clients.pop().stop_channels()
 
 
 _WARM_KERNELS: dict[str, WarmKernelManager] = {}  # this process's kernel per directory
