@@ -67,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     gpus = [] if args.scheduler or experiment.device == "cpu" or args.workers == 0 else sweep.visible_gpus()
     workers = args.workers if args.workers is not None else max(1, len(gpus))
-    results = sweep.run_sweep(runs, experiment.notebook, experiment.output_root, workers=workers,
-                              scheduler=args.scheduler, gpus=gpus, reuse_kernels=experiment.reuse_kernels)
+    try:
+        results = sweep.run_sweep(runs, experiment.notebook, experiment.output_root, workers=workers,
+                                  scheduler=args.scheduler, gpus=gpus, reuse_kernels=experiment.reuse_kernels)
+    except sweep.SweepBusyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(sweep.summary_table(results))
     if any(r.status != "failed" for r in results):
         _aggregate(experiment)

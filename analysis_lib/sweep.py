@@ -19,6 +19,7 @@ starts); a cluster the user brings (e.g. dask-jobqueue on SLURM) keeps its own a
 from __future__ import annotations
 
 import atexit
+import fcntl
 import fnmatch
 import json
 import logging
@@ -268,6 +269,35 @@ def run_sweep(runs: list[Run], notebook: str, output_root: str, workers: int = 1
     reuse_kernels: one kernel per worker process for all its runs (see the module's docstring).
     """
     cwd = Path.cwd()
+    with output_lock(cwd / output_root):
+        return _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, reuse_kernels)
+
+
+class SweepBusyError(RuntimeError):
+    """Another sweep is writing into the same output folder."""
+
+
+@contextmanager
+def output_lock(output_root: Path):
+    """Hold ``<output_root>/.sweep.lock`` (an flock, released even if this process is killed), so
+    that two sweeps never execute and publish the same runs at once."""
+    output_root.mkdir(parents=True, exist_ok=True)
+    path = output_root / ".sweep.lock"
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise SweepBusyError(f"another sweep ({holder}) is writing into {output_root}; wait for it to "
+                                 "finish, or give this experiment another output_root") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        yield
+
+
+def _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, reuse_kernels) -> list[RunResult]:
     results = {run.run_id: RunResult(run.run_id, "skipped", folder=str(run_folder(cwd / output_root, run)))
                for run in runs if is_complete(run_folder(cwd / output_root, run), run.config_hash)}
     todo = [run for run in runs if run.run_id not in results]

@@ -229,8 +229,9 @@ def test_half_finished_runs_are_rerun(project):
     assert sorted(p.name for p in toy.parent.iterdir()) == ["seed1"]
 
 
-def test_killed_sweep_leaves_nothing_complete_and_is_rerun(project):
-    """Kill a real sweep process while its notebook runs; the next sweep re-runs that run."""
+def test_killed_sweep_leaves_nothing_complete_and_is_rerun(project, capsys):
+    """Kill a real sweep process while its notebook runs; meanwhile a second sweep into the same
+    folder is refused; after the kill the next sweep re-runs that run."""
     exp = write_experiment(project, seeds=[1], variants={"ivlp": {"variant": "ivlp"}})
     (project / "control" / "sleep").touch()
     script = ("import sys, analysis_lib.experiment as e; e.registered_datasets = lambda: ['Toy'];"
@@ -243,6 +244,8 @@ def test_killed_sweep_leaves_nothing_complete_and_is_rerun(project):
     while not pid_file.exists() and time.time() < deadline and sweep_process.poll() is None:
         time.sleep(0.2)
     assert pid_file.exists(), "the notebook never started"
+    assert main(["sweep", str(exp), "--workers", "0"]) == 2  # a second sweep into the same folder
+    assert f"another sweep (pid {sweep_process.pid}) is writing into" in capsys.readouterr().err
     os.killpg(sweep_process.pid, signal.SIGKILL)
     sweep_process.wait()
     kernel_pid = int(pid_file.read_text())
