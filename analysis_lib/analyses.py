@@ -56,25 +56,23 @@ def first_images(loader, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # ------------------------------------------------------------------ 0. the datasets
-def dataset_summary(datasets: list[str], data_root: str) -> pd.DataFrame:
+def dataset_summary(datasets: list[data.DatasetSplits]) -> pd.DataFrame:
     """Per dataset: classes (base / novel), images per split, the hand template, masks or not."""
     rows = []
-    for name in datasets:
-        splits, spec = data.read_dataset(name, data_root), data.get_spec(name)
-        n_base = len(data.split_classes(splits, "base").classnames)
-        rows.append({"dataset": name, "classes": len(splits.classnames), "base": n_base,
-                     "novel": len(splits.classnames) - n_base, "train images": len(splits.train),
+    for splits in datasets:
+        spec, n = data.get_spec(splits.name), len(splits.classnames)
+        rows.append({"dataset": splits.name, "classes": n, "base": data.base_class_count(n),
+                     "novel": n - data.base_class_count(n), "train images": len(splits.train),
                      "val images": len(splits.val), "test images": len(splits.test),
                      "template": spec.template, "masks": spec.mask_dir is not None})
     return pd.DataFrame(rows)
 
 
-def dataset_gallery(name: str, data_root: str, max_classes: int = 12) -> list[tuple[Image.Image, str]]:
+def dataset_gallery(splits: data.DatasetSplits, max_classes: int = 12) -> list[tuple[Image.Image, str]]:
     """The first test image of up to ``max_classes`` classes spread over the label range (so base
     and novel classes both appear), each captioned with its class name and group."""
-    splits = data.read_dataset(name, data_root)
     n = len(splits.classnames)
-    n_base = len(data.split_classes(splits, "base").classnames)
+    n_base = data.base_class_count(n)
     first = {}
     for item in splits.test:
         first.setdefault(item.label, item)

@@ -156,7 +156,8 @@ def image_grid(images: Sequence[tuple[object, str]], size: int = 96) -> HTML:
     static page shows them without separate files."""
     figures = "".join(
         f'<figure style="margin:4px;width:{size}px;text-align:center">'
-        f'<img src="{_data_url(image, min(size, image.width), "jpeg")}" style="width:{size}px;height:{size}px;max-width:none" alt="{html.escape(caption)}"/>'
+        f'<img src="{_data_url(image, min(size, image.width), "jpeg")}" alt="{html.escape(caption)}" '
+        f'style="width:{size}px;height:{size}px;max-width:none"/>'
         f'<figcaption style="font-size:0.75em">{html.escape(caption)}</figcaption></figure>'
         for image, caption in images)
     return HTML(f'<div style="display:flex;flex-wrap:wrap">{figures}</div>')

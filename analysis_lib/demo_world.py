@@ -3,8 +3,9 @@
 One renderer serves two purposes. `pretraining_batch` draws captioned scenes on plain backgrounds
 (the "web data" the demo CLIP is pretrained on, `analysis_lib.pretrain_demo`). `write_demo_data`
 writes four downstream datasets in the CoOp split-file layout, each shifted away from the
-pretraining data the way real downstream data are (clutter behind the object, a colour cast, an
-unseen scale and terrain, finer textures), so that prompts and biases have a real bias to fix.
+pretraining data the way real downstream data are (one room's clutter behind every object, a colour
+cast, an unseen scale on terrain, washed-out textures), so that prompts and biases have a real,
+dataset-wide bias to fix.
 The object masks are known, so the single-object datasets ship OxfordPets-style trimaps.
 
     python -m analysis_lib.demo_world --root data/demo
@@ -193,7 +194,6 @@ def held_out_objects(seed: int, per_class: int) -> tuple[np.ndarray, np.ndarray]
 
 @dataclass(frozen=True)
 class DemoDataset:
-    name: str
     classes: tuple[Scene, ...]
     classname: Callable[[Scene], str]
     render: Callable[[Scene, np.random.Generator], tuple[np.ndarray, np.ndarray]]
@@ -230,22 +230,22 @@ def _objects(colours, shapes):
     return tuple(Scene("object", c, s) for c in colours for s in shapes)
 
 
-DATASETS: dict[str, DemoDataset] = {d.name: d for d in (
-    DemoDataset("DemoToys", _objects(("red", "orange", "pink", "purple"), ("circle", "ring", "crescent")),
+DATASETS: dict[str, DemoDataset] = {
+    "DemoToys": DemoDataset(_objects(("red", "orange", "pink", "purple"), ("circle", "ring", "crescent")),
                 lambda s: f"{s.colour} {s.shape}", _cluttered),
-    DemoDataset("DemoHues", _objects(("yellow", "orange", "green", "cyan", "blue", "purple"),
+    "DemoHues": DemoDataset(_objects(("yellow", "orange", "green", "cyan", "blue", "purple"),
                                      ("triangle", "diamond")),
                 lambda s: f"{s.colour} {s.shape}", _cast),
-    DemoDataset("DemoSat", tuple(Scene("many", c, s) for c, s in (
+    "DemoSat": DemoDataset(tuple(Scene("many", c, s) for c, s in (
         ("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross"),
         ("purple", "diamond"), ("orange", "ring"), ("cyan", "bar"), ("pink", "crescent"),
         ("blue", "circle"), ("yellow", "square"))),
                 lambda s: f"{s.colour} {plural(s.shape)}", _aerial),
-    DemoDataset("DemoTextures", tuple(Scene("texture", c, pattern=p)
+    "DemoTextures": DemoDataset(tuple(Scene("texture", c, pattern=p)
                                       for c in ("red", "orange", "blue", "green")
                                       for p in ("striped", "dotted", "checkered")),
-                lambda s: f"{s.colour} {s.pattern}", _faded_texture),
-)}
+                                lambda s: f"{s.colour} {s.pattern}", _faded_texture),
+}
 assert tuple(DATASETS) == DEMO_DATASETS
 
 
@@ -314,6 +314,8 @@ def main(argv=None):
     parser.add_argument("--root", required=True, help="data root to write the demo datasets under")
     parser.add_argument("--force", action="store_true", help="rewrite datasets already present")
     args = parser.parse_args(argv)
+    if Path(args.root).exists() and not Path(args.root).is_dir():
+        parser.error(f"--root {args.root} is a file; pass a folder (it is created if missing)")
     written = write_demo_data(args.root, force=args.force)
     print(f"{len(written)} demo dataset(s) written, {len(DEMO_DATASETS) - len(written)} already "
           f"present under {args.root}")

@@ -21,6 +21,7 @@ import open_clip
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from safetensors.torch import save_file
+from torchvision.transforms.functional import normalize
 from tqdm import tqdm
 
 from . import backbone  # noqa: F401  (registers demo-clip's config with open_clip)
@@ -42,16 +43,14 @@ class PretrainConfig:
 
 def normalise(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) floats in [0, 1] -> CLIP's normalised (N, 3, H, W) input."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2)
-    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalize(torch.from_numpy(images).permute(0, 3, 1, 2), OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
 
 
 def _optimizer(model: torch.nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
-    """AdamW as in CLIP: weight decay on matrices only, not on gains, biases or embeddings' scale."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "logit_scale" not in n)]
+    """AdamW as in CLIP: weight decay on matrices only, not on gains, biases or the logit scale."""
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "logit_scale" not in name else rest).append(p)
     return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                               {"params": rest, "weight_decay": 0.0}],
                              lr=config.lr, betas=(0.9, 0.98), eps=1e-6)
@@ -119,6 +118,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.out.endswith(".safetensors"):
         parser.error(f"--out {args.out}: the checkpoint must end in .safetensors")
+    if args.steps < 1 or args.batch_size < 2 or args.threads < 1:
+        parser.error("--steps and --threads must be at least 1, --batch-size at least 2 (contrastive pairs)")
     torch.set_num_threads(args.threads)
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
     start = time.perf_counter()

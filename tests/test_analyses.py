@@ -83,12 +83,14 @@ def test_live_explorer_computes_any_image(run):
 
 
 def test_dataset_summary_and_gallery(data_root):
-    summary = analyses.dataset_summary(["OxfordPets", "EuroSAT"], str(data_root))
-    pets = summary.set_index("dataset").loc["OxfordPets"]
-    assert (pets["classes"], pets["base"], pets["novel"]) == (6, 3, 3)
-    assert (pets["train images"], pets["val images"], pets["test images"]) == (36, 18, 12)
-    assert pets["masks"] and not summary.set_index("dataset").loc["EuroSAT", "masks"]
-    gallery = analyses.dataset_gallery("EuroSAT", str(data_root), max_classes=4)
+    from analysis_lib.data import read_dataset
+    pets, eurosat = read_dataset("OxfordPets", data_root), read_dataset("EuroSAT", data_root)
+    summary = analyses.dataset_summary([pets, eurosat])
+    row = summary.set_index("dataset").loc["OxfordPets"]
+    assert (row["classes"], row["base"], row["novel"]) == (6, 3, 3)
+    assert (row["train images"], row["val images"], row["test images"]) == (36, 18, 12)
+    assert row["masks"] and not summary.set_index("dataset").loc["EuroSAT", "masks"]
+    gallery = analyses.dataset_gallery(eurosat, max_classes=4)
     captions = [caption for _, caption in gallery]
     assert captions == ["Annual Crop Land (base)", "Highway or Road (base)", "Permanent Crop Land (novel)",
                         "Sea or Lake (novel)"]

@@ -76,6 +76,14 @@ def test_writing_is_deterministic_and_resumes(demo_root, tmp_path):
     assert demo_world.write_demo_data(tmp_path, names=("DemoSat",)) == []  # already there
 
 
+def test_root_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        demo_world.main(["--root", str(tmp_path / "data")])
+    assert exit_info.value.code != 0 and "is a file; pass a folder" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
 def test_pretraining_batches_are_reproducible_and_captioned():
     images, captions = demo_world.pretraining_batch(seed=7, size=16)
     again, captions_again = demo_world.pretraining_batch(seed=7, size=16)

@@ -6,7 +6,6 @@ commands `make book` runs on the embedded default.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import nbformat
 import pandas as pd

@@ -44,9 +44,15 @@ def test_shipped_checkpoint_has_zero_shot_ability():
     assert held_out_accuracy(backbone.clip, per_class=5) > 20 * CHANCE
 
 
-def test_output_must_be_safetensors(tmp_path, capsys):
+@pytest.mark.parametrize("args, message", [
+    (["--out", "demo.pt"], "must end in .safetensors"),
+    (["--out", "demo.safetensors", "--steps", "0"], "--steps and --threads must be at least 1"),
+    (["--out", "demo.safetensors", "--batch-size", "1"], "--batch-size at least 2"),
+])
+def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, args, message):
+    args = [str(tmp_path / a) if a.startswith("demo.") else a for a in args]
     with pytest.raises(SystemExit) as exit_info:
-        pretrain_demo.main(["--out", str(tmp_path / "demo.pt")])
+        pretrain_demo.main(args)
     assert exit_info.value.code != 0
-    assert "must end in .safetensors" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

@@ -113,6 +113,11 @@ def _read_cache(path: Path, image_root: Path, full: DatasetSplits,
     return lists
 
 
+def base_class_count(n_classes: int) -> int:
+    """How many of n classes are base: the first ceil(n/2) labels (the rest are novel)."""
+    return math.ceil(n_classes / 2)
+
+
 def subsample_classes(items: Sequence[Item], which: str = "all",
                       classnames: Sequence[str] | None = None) -> tuple[list[Item], list[str]]:
     """Keep the base (first ceil(n/2) sorted labels) or novel (the rest) classes, relabelled from 0.
@@ -127,7 +132,7 @@ def subsample_classes(items: Sequence[Item], which: str = "all",
     else:
         names = {item.label: item.classname for item in items}
     labels = sorted(names)
-    half = math.ceil(len(labels) / 2)
+    half = base_class_count(len(labels))
     selected = {"all": labels, "base": labels[:half], "novel": labels[half:]}[which]
     new_label = {old: new for new, old in enumerate(selected)}
     kept = [Item(i.path, new_label[i.label], i.classname) for i in items if i.label in new_label]
