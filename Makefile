@@ -22,8 +22,8 @@ test: env
 
 # The embedded default, end to end: demo data, the demo model, the sweep, the analyses, the book.
 book: env
-	$(PY) -m analysis_lib.demo_world --root $(DEMO_DATA)
-	test -f $(DEMO_CHECKPOINT) || $(PY) -m analysis_lib.pretrain_demo --out $(DEMO_CHECKPOINT)
+	$(PY) -m analysis_lib.demo.world --root $(DEMO_DATA)
+	test -f $(DEMO_CHECKPOINT) || $(PY) -m analysis_lib.demo.pretrain --out $(DEMO_CHECKPOINT)
 	$(PY) -m analysis_lib sweep experiments/demo.yaml --workers $(SWEEP_WORKERS)
 	$(PY) -m analysis_lib analyses experiments/demo.yaml
 	.venv/bin/jupyter-book build . -W -n --keep-going

@@ -10,9 +10,9 @@ import argparse
 import logging
 import sys
 
-from . import aggregate, sweep
-from .experiment import Experiment, load_experiment
-from .train_config import ConfigError
+from .study import aggregate, sweep
+from .study.experiment import Experiment, load_experiment
+from .checks import ConfigError
 
 log = logging.getLogger("analysis_lib")
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "aggregate":
             return _aggregate(load_experiment(args.experiment, require_data=False))
         if args.command == "analyses":
-            from .report import build_analyses
+            from .report.notebooks import build_analyses
             written = build_analyses(load_experiment(args.experiment), args.out, force=args.force)
             print(f"{len(written)} analysis notebooks in {args.out}")
             return 0

@@ -12,10 +12,10 @@ import resource
 import torch
 from torch.utils.data import TensorDataset, DataLoader
 
-from analysis_lib.backbone import load_backbone
-from analysis_lib.collect import collect
-from analysis_lib.model import build_model
-from analysis_lib.statistics import AttentionStatistics, DecompositionStatistics
+from analysis_lib.model.backbone import load_backbone
+from analysis_lib.stats.collect import collect
+from analysis_lib.model.prompted import build_model
+from analysis_lib.stats.attention_stats import AttentionStatistics, DecompositionStatistics
 
 
 def peak_rss_mb() -> float:

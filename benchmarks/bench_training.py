@@ -11,8 +11,8 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from analysis_lib.backbone import load_backbone
-from analysis_lib.model import build_model
+from analysis_lib.model.backbone import load_backbone
+from analysis_lib.model.prompted import build_model
 from timing import median_time
 
 

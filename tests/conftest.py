@@ -10,14 +10,14 @@ logging.getLogger().setLevel(logging.ERROR)  # open_clip warns about random init
 
 @pytest.fixture(scope="session")
 def tiny():
-    from analysis_lib.backbone import load_backbone
+    from analysis_lib.model.backbone import load_backbone
     return load_backbone("tiny-clip")
 
 
 @pytest.fixture(scope="session")
 def vitb16():
     """ViT-B/16 at full size with random weights (OpenAI's architecture, QuickGELU)."""
-    from analysis_lib.backbone import load_backbone
+    from analysis_lib.model.backbone import load_backbone
     torch.manual_seed(0)
     return load_backbone("ViT-B-16-quickgelu")
 
@@ -25,7 +25,7 @@ def vitb16():
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
     """Miniature trees of the 11 datasets in the CoOp layout (shared: do not modify, copy first)."""
-    from analysis_lib.data.fixtures import write_fixtures
+    from fixture_data import write_fixtures
     return write_fixtures(tmp_path_factory.mktemp("data"))
 
 
@@ -44,8 +44,8 @@ def copy_dataset(data_root, tmp_path):
 @pytest.fixture(scope="session")
 def ivlp_run(data_root, tmp_path_factory):
     """A finished ivlp run of tiny-clip on the miniature OxfordPets (which has trimaps)."""
-    from analysis_lib.run import RunSettings, run_training
-    from analysis_lib.train_config import TrainConfig
+    from analysis_lib.study.one_run import RunSettings, run_training
+    from analysis_lib.study.train_config import TrainConfig
 
     out = tmp_path_factory.mktemp("run")
     settings = RunSettings(dataset="OxfordPets", variant="ivlp", data_root=str(data_root), output_dir=str(out),

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from analysis_lib import analyses
-from analysis_lib.runs import load_run
+from analysis_lib.stats import analyses
+from analysis_lib.study.run_folder import load_run
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +72,11 @@ def test_patch_foreground_reads_trimaps(tmp_path):
 
 
 def test_live_explorer_computes_any_image(run):
-    from analysis_lib import live
+    from analysis_lib.report import live_explorer
     path = run.splits["base"].test[0].path
-    maps, grid = live.cls_attention(run, path)
+    maps, grid = live_explorer.cls_attention(run, path)
     assert maps.shape == (2, 2, grid * grid) and (maps.sum(-1) <= 1 + 1e-6).all()
-    box = live.explorer(run)
+    box = live_explorer.explorer(run)
     block_slider = box.children[1].children[0]
     block_slider.value = 1                       # moving the slider recomputes nothing but the view
     assert block_slider.value == 1

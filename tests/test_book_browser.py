@@ -30,8 +30,8 @@ import yaml
 from ipywidgets import IntSlider
 from ipywidgets.embed import embed_data
 
-from analysis_lib import book_charts
-from analysis_lib.book_profile import BookProfile, write_profile
+from analysis_lib.report import charts
+from analysis_lib.report.profile import BookProfile, write_profile
 
 REPO = Path(__file__).resolve().parents[1]
 BROWSER = REPO / "tests" / "browser"
@@ -65,7 +65,7 @@ def random_attention(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
     """Explorer data in the documented schemas: 2 images on a 14x14 grid, 12 blocks, 12/8 heads."""
     g, blocks = 14, 12
     index = pd.MultiIndex.from_product([["cat.jpg", "dog.jpg"], range(blocks), range(12), range(g), range(g)],
-                                       names=list(book_charts.VISION_COLUMNS[:5]))
+                                       names=list(charts.VISION_COLUMNS[:5]))
     weights = rng.dirichlet(np.ones(g * g), size=len(index) // (g * g)).ravel()
     vision = pd.DataFrame({"attention": weights}, index=index).reset_index()
     rows = []
@@ -75,7 +75,7 @@ def random_attention(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFra
             for head in range(8):
                 for position, (token, a) in enumerate(zip(tokens, rng.dirichlet(np.ones(len(tokens))))):
                     rows.append((prompt, block, head, position, token, a))
-    text = pd.DataFrame(rows, columns=book_charts.TEXT_COLUMNS)
+    text = pd.DataFrame(rows, columns=charts.TEXT_COLUMNS)
     images = {name: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for name in ("cat.jpg", "dog.jpg")}
     return vision, text, images
 
@@ -85,12 +85,12 @@ def random_head_stats(rng: np.random.Generator) -> pd.DataFrame:
             for model in ("CLIP", "W/O Prompt", "W Prompt")
             for tower, heads in (("vision", 12), ("text", 8))
             for block in range(12) for head in range(heads)]
-    return pd.DataFrame(rows, columns=book_charts.HEAD_STAT_COLUMNS)
+    return pd.DataFrame(rows, columns=charts.HEAD_STAT_COLUMNS)
 
 
 def chart_output(chart: alt.TopLevelMixin) -> nbformat.NotebookNode:
-    """The output a notebook cell gets after `book_charts.enable()`, through altair's renderer."""
-    with book_charts.enable():
+    """The output a notebook cell gets after `charts.enable()`, through altair's renderer."""
+    with charts.enable():
         bundle = chart._repr_mimebundle_()
     return nbformat.v4.new_output("display_data", data=bundle)
 
@@ -101,10 +101,10 @@ def explorer_notebook() -> nbformat.NotebookNode:
     first, second = random_attention(rng), random_attention(rng)
     slider = IntSlider(value=3, min=0, max=10, description="threshold")
     widget = embed_data(views=[slider])
-    code = nbformat.v4.new_code_cell("book_charts.attention_explorer(...)", execution_count=1, outputs=[
-        chart_output(book_charts.attention_explorer(*first)),
-        chart_output(book_charts.attention_explorer(*second)),
-        chart_output(book_charts.distance_entropy_scatter(random_head_stats(rng))),
+    code = nbformat.v4.new_code_cell("charts.attention_explorer(...)", execution_count=1, outputs=[
+        chart_output(charts.attention_explorer(*first)),
+        chart_output(charts.attention_explorer(*second)),
+        chart_output(charts.distance_entropy_scatter(random_head_stats(rng))),
         nbformat.v4.new_output("display_data", data={
             "application/vnd.jupyter.widget-view+json": widget["view_specs"][0], "text/plain": repr(slider)}),
     ])

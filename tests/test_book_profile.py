@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 from sphinx.errors import ConfigError
 
-from analysis_lib.book_profile import (BookProfile, ProfileError, ProfileNotFoundError, read_profile,
+from analysis_lib.report.profile import (BookProfile, ProfileError, ProfileNotFoundError, read_profile,
                                        substitutions, write_profile)
-from analysis_lib.book_sphinx import add_profile_substitutions, drop_repeated_scripts
+from analysis_lib.report.sphinx import add_profile_substitutions, drop_repeated_scripts
 
 DEMO = BookProfile(profile="demo", experiment_file="experiments/demo.yaml", model="demo-clip",
                    pretrained="analysis_lib/assets/demo-clip.safetensors",

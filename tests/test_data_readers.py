@@ -7,7 +7,7 @@ import pytest
 from analysis_lib.data import (PAPER_DATASETS, DatasetSpec, dataset_names, get_spec, mask_path,
                                prompt_classnames, read_dataset, register_dataset)
 from analysis_lib.data import registry
-from analysis_lib.data.fixtures import COUNTS, write_split_dataset
+from fixture_data import COUNTS, write_split_dataset
 
 # Class names in label order, as the literature's readers name the miniature trees' classes.
 EXPECTED = {

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from analysis_lib import demo_world
+from analysis_lib.demo import world
 from analysis_lib.data import DEMO_DATASETS, get_spec, mask_path, prompt_classnames, read_dataset
-from analysis_lib.experiment import load_experiment
+from analysis_lib.study.experiment import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "analysis_lib" / "assets" / "demo-clip.safetensors"
@@ -17,7 +17,7 @@ SHIPPED = REPO / "analysis_lib" / "assets" / "demo-clip.safetensors"
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    demo_world.write_demo_data(root)
+    world.write_demo_data(root)
     return root
 
 
@@ -33,11 +33,11 @@ def test_datasets_read_like_real_ones(demo_root, name):
     spec = get_spec(name)
     data = read_dataset(name, demo_root)
     assert len(data.classnames) == spec.n_classes
-    for which, count in demo_world.COUNTS.items():
+    for which, count in world.COUNTS.items():
         assert len(data.split(which)) == count * spec.n_classes
     assert all(Path(item.path).is_file() for item in data.test)
     with Image.open(data.test[0].path) as image:
-        assert image.size == (demo_world.SIZE, demo_world.SIZE)
+        assert image.size == (world.SIZE, world.SIZE)
     prompts = [spec.template.format(c) for c in prompt_classnames(data.classnames)]
     assert len(set(prompts)) == len(prompts)
 
@@ -50,64 +50,64 @@ def test_masks_are_trimaps_of_the_drawn_object(demo_root, name):
     trimap = np.asarray(Image.open(mask_path(spec, demo_root, item)))
     assert set(np.unique(trimap)) == {1, 2, 3}
     # The object is drawn in its class colour: foreground pixels are near it, background ones not.
-    scene = demo_world.DATASETS[name].classes[item.label]
+    scene = world.DATASETS[name].classes[item.label]
     image = np.asarray(Image.open(item.path), np.float32) / 255
-    colour = np.array(demo_world.COLOURS[scene.colour])
+    colour = np.array(world.COLOURS[scene.colour])
     if name == "DemoHues":
-        colour = np.clip(colour * demo_world._CAST + 0.08, 0, 1)
+        colour = np.clip(colour * world._CAST + 0.08, 0, 1)
     distance = np.abs(image - colour).max(-1)
     assert np.median(distance[trimap == 1]) < 0.12 < np.median(distance[trimap == 2])
 
 
 def test_trimap_border_is_one_pixel_each_side():
-    mask = np.zeros((demo_world.SIZE, demo_world.SIZE), bool)
+    mask = np.zeros((world.SIZE, world.SIZE), bool)
     mask[10:20, 10:20] = True
-    t = demo_world.trimap(mask)
+    t = world.trimap(mask)
     assert (t == 1).sum() == 8 * 8 and (t == 3).sum() == 12 * 12 - 8 * 8
-    assert (t == 2).sum() == demo_world.SIZE ** 2 - 12 * 12
+    assert (t == 2).sum() == world.SIZE ** 2 - 12 * 12
 
 
 def test_writing_is_deterministic_and_resumes(demo_root, tmp_path):
     spec = get_spec("DemoSat")
     (tmp_path / (spec.folder + ".partial")).mkdir()  # left over by an interrupted run
-    assert demo_world.write_demo_data(tmp_path, names=("DemoSat",)) == [spec.dataset_dir(tmp_path)]
+    assert world.write_demo_data(tmp_path, names=("DemoSat",)) == [spec.dataset_dir(tmp_path)]
     assert not (tmp_path / (spec.folder + ".partial")).exists()
     assert _digest(spec.dataset_dir(tmp_path)) == _digest(spec.dataset_dir(demo_root))
-    assert demo_world.write_demo_data(tmp_path, names=("DemoSat",)) == []  # already there
+    assert world.write_demo_data(tmp_path, names=("DemoSat",)) == []  # already there
 
 
 def test_root_that_is_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "data").write_text("not a folder")
     with pytest.raises(SystemExit) as exit_info:
-        demo_world.main(["--root", str(tmp_path / "data")])
+        world.main(["--root", str(tmp_path / "data")])
     assert exit_info.value.code != 0 and "is a file; pass a folder" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
 
 
 def test_pretraining_batches_are_reproducible_and_captioned():
-    images, captions = demo_world.pretraining_batch(seed=7, size=16)
-    again, captions_again = demo_world.pretraining_batch(seed=7, size=16)
-    other, _ = demo_world.pretraining_batch(seed=8, size=16)
-    assert images.shape == (16, demo_world.SIZE, demo_world.SIZE, 3) and images.dtype == np.float32
+    images, captions = world.pretraining_batch(seed=7, size=16)
+    again, captions_again = world.pretraining_batch(seed=7, size=16)
+    other, _ = world.pretraining_batch(seed=8, size=16)
+    assert images.shape == (16, world.SIZE, world.SIZE, 3) and images.dtype == np.float32
     assert np.array_equal(images, again) and captions == captions_again
     assert not np.array_equal(images, other)
-    assert all(any(c in caption for c in demo_world.COLOURS) for caption in captions)
+    assert all(any(c in caption for c in world.COLOURS) for caption in captions)
 
 
 def test_every_shape_is_drawn_distinctly():
-    masks = {s: demo_world.shape_mask(s, 32, 32, 20) for s in demo_world.SHAPES}
+    masks = {s: world.shape_mask(s, 32, 32, 20) for s in world.SHAPES}
     assert all(m.sum() > 200 for m in masks.values())
-    for a in demo_world.SHAPES:
-        for b in demo_world.SHAPES:
+    for a in world.SHAPES:
+        for b in world.SHAPES:
             if a < b:
                 assert (masks[a] ^ masks[b]).sum() > 100, (a, b)
 
 
 def test_demo_experiment_builds_on_demo_clip(demo_root):
     """Every variant of experiments/demo.yaml fits demo-clip; the file's parameter counts hold."""
-    from analysis_lib.backbone import load_backbone
-    from analysis_lib.model import build_model
-    from analysis_lib.report import profile_of
+    from analysis_lib.model.backbone import load_backbone
+    from analysis_lib.model.prompted import build_model
+    from analysis_lib.report.notebooks import profile_of
 
     experiment = load_experiment(REPO / "experiments" / "demo.yaml", data_root=str(demo_root))
     assert experiment.datasets == DEMO_DATASETS and experiment.analysis.dataset == "DemoToys"
@@ -127,8 +127,8 @@ def test_demo_experiment_builds_on_demo_clip(demo_root):
 def test_short_training_on_demo_data_beats_zero_shot(demo_root, tmp_path):
     """demo-clip on DemoHues (4 shots, 3 epochs): ivlp fixes the colour cast that zero-shot
     misreads (measured: base 55.6% zero-shot, 90.0% ivlp)."""
-    from analysis_lib.run import RunSettings, run_training
-    from analysis_lib.train_config import TrainConfig
+    from analysis_lib.study.one_run import RunSettings, run_training
+    from analysis_lib.study.train_config import TrainConfig
 
     def base_accuracy(variant, **params):
         settings = RunSettings(

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from analysis_lib.attention import Ablation
-from analysis_lib.backbone import UnknownModelError, WeightsNotFoundError, load_backbone
-from analysis_lib.model import build_model
-from analysis_lib.variants import VariantError
+from analysis_lib.model.attention import Ablation
+from analysis_lib.model.backbone import UnknownModelError, WeightsNotFoundError, load_backbone
+from analysis_lib.model.prompted import build_model
+from analysis_lib.model.variants import VariantError
 
 CLASSES = ["cat", "dog", "red fox", "golden retriever"]
 TEMPLATE = "a photo of a {}."
@@ -194,7 +194,7 @@ def test_bad_backbone_arguments(tmp_path):
 
 def test_uncached_tag_offline_fails_at_once_naming_the_file(monkeypatch, tmp_path):
     import huggingface_hub.constants
-    from analysis_lib import backbone
+    from analysis_lib.model import backbone
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(backbone, "_reachable", lambda host, timeout=3.0: False)
     with pytest.raises(WeightsNotFoundError) as info:

@@ -4,12 +4,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis_lib import demo_world, pretrain_demo
-from analysis_lib.backbone import load_backbone
-from analysis_lib.pretrain_demo import PretrainConfig, held_out_accuracy, pretrain, save_checkpoint
+from analysis_lib.demo import world
+from analysis_lib.demo import pretrain as pretrain_module
+from analysis_lib.model.backbone import load_backbone
+from analysis_lib.demo.pretrain import PretrainConfig, held_out_accuracy, pretrain, save_checkpoint
 
-SHIPPED = Path(pretrain_demo.__file__).parent / "assets" / "demo-clip.safetensors"
-CHANCE = 1 / len(demo_world.object_classes())
+SHIPPED = Path(pretrain_module.__file__).parents[1] / "assets" / "demo-clip.safetensors"
+CHANCE = 1 / len(world.object_classes())
 
 
 def test_reduced_pretraining_learns_zero_shot():
@@ -31,11 +32,11 @@ def test_checkpoint_loads_through_the_real_weights_path(tmp_path):
     path = save_checkpoint(model, tmp_path / "demo.safetensors", {"steps": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["demo.safetensors"]  # no temporary left
     backbone = load_backbone("demo-clip", str(path))
-    images = pretrain_demo.normalise(demo_world.pretraining_batch(0, 4)[0])
+    images = pretrain_module.normalise(world.pretraining_batch(0, 4)[0])
     with torch.no_grad():
         expected = model.encode_image(images)
         loaded = backbone.clip.encode_image(images)
-    assert backbone.image_size == demo_world.SIZE
+    assert backbone.image_size == world.SIZE
     torch.testing.assert_close(loaded, expected, atol=2e-2, rtol=2e-2)  # fp16 storage
 
 
@@ -52,7 +53,7 @@ def test_shipped_checkpoint_has_zero_shot_ability():
 def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, args, message):
     args = [str(tmp_path / a) if a.startswith("demo.") else a for a in args]
     with pytest.raises(SystemExit) as exit_info:
-        pretrain_demo.main(args)
+        pretrain_module.main(args)
     assert exit_info.value.code != 0
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

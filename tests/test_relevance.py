@@ -3,8 +3,8 @@ import copy
 
 import torch
 
-from analysis_lib.model import build_model
-from analysis_lib.relevance import propagate, token_relevance
+from analysis_lib.model.prompted import build_model
+from analysis_lib.stats.relevance import propagate, token_relevance
 
 
 def test_identity_attention_keeps_identity():

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis_lib.causal import ablation_accuracy
-from analysis_lib.run import RunSettings, run_training
-from analysis_lib.runs import RunFolderError, load_run
-from analysis_lib.train_config import ConfigError
+from analysis_lib.stats.causal import ablation_accuracy
+from analysis_lib.study.one_run import RunSettings, run_training
+from analysis_lib.study.run_folder import RunFolderError, load_run
+from analysis_lib.checks import ConfigError
 
 
 def test_run_folder_and_reload(ivlp_run):

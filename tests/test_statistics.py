@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from analysis_lib.rollout import attention_rollout, rollout_row
-from analysis_lib.statistics import (
+from analysis_lib.stats.rollout import attention_rollout, rollout_row
+from analysis_lib.stats.attention_stats import (
     EOS_GROUPS, AttentionStatistics, DecompositionStatistics, GridLayout, LayoutError, TextLayout,
     attention_distance, attention_entropy, eos_attention_by_type, parse_hook_name,
     prompt_background_similarity, renormalise_without)
@@ -250,9 +250,9 @@ def test_accumulators_give_the_same_table_on_the_gpu(layout, text):
 
 def test_accumulators_on_a_real_model_match_the_captured_maps(tiny):
     """Streaming over two batches equals the statistics of the captured maps of all images."""
-    from analysis_lib.collect import collect
-    from analysis_lib.model import build_model
-    from analysis_lib.statistics import AttentionStatistics, DecompositionStatistics, GridLayout
+    from analysis_lib.stats.collect import collect
+    from analysis_lib.model.prompted import build_model
+    from analysis_lib.stats.attention_stats import AttentionStatistics, DecompositionStatistics, GridLayout
 
     model = build_model("ivlp", tiny, ["cat", "dog", "red fox"], "a photo of a {}.", text_depth=2,
                         vision_depth=2)

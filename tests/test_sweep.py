@@ -18,12 +18,13 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from analysis_lib import experiment as experiment_module
+from analysis_lib.study import experiment as experiment_module
 from analysis_lib.__main__ import main
-from analysis_lib.aggregate import AVERAGE, harmonic_mean, load_metrics, results_table, write_results
-from analysis_lib.experiment import ExperimentError, config_hash, hashed_config, load_experiment
-from analysis_lib.sweep import METRICS_FILE, OneGPUPerWorker, is_complete, run_sweep, select_runs
-from analysis_lib.train_config import ConfigError, TrainConfig
+from analysis_lib.study.aggregate import AVERAGE, harmonic_mean, load_metrics, results_table, write_results
+from analysis_lib.study.experiment import ExperimentError, config_hash, hashed_config, load_experiment
+from analysis_lib.study.sweep import METRICS_FILE, OneGPUPerWorker, is_complete, run_sweep, select_runs
+from analysis_lib.checks import ConfigError
+from analysis_lib.study.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 KNOWN = ("Toy", "Other")
@@ -234,7 +235,7 @@ def test_killed_sweep_leaves_nothing_complete_and_is_rerun(project, capsys):
     folder is refused; after the kill the next sweep re-runs that run."""
     exp = write_experiment(project, seeds=[1], variants={"ivlp": {"variant": "ivlp"}})
     (project / "control" / "sleep").touch()
-    script = ("import sys, analysis_lib.experiment as e; e.registered_datasets = lambda: ['Toy'];"
+    script = ("import sys, analysis_lib.study.experiment as e; e.registered_datasets = lambda: ['Toy'];"
               "from analysis_lib.__main__ import main; sys.exit(main(sys.argv[1:]))")
     sweep_process = subprocess.Popen([sys.executable, "-c", script, "sweep", str(exp), "--workers", "0"],
                                      cwd=project, start_new_session=True,

@@ -109,11 +109,11 @@ _BUILTIN = [
 ]
 PAPER_DATASETS: tuple[str, ...] = tuple(spec.name for spec in _BUILTIN)
 
-# The embedded default's datasets, drawn by analysis_lib.demo_world in the split-file layout.
+# The embedded default's datasets, drawn by analysis_lib.demo.world in the split-file layout.
 _DEMO = [
     DatasetSpec(name=name, folder=folder, image_dir="images", split_file=f"split_{name}.json",
                 template=template, n_classes=n_classes, mask_dir=mask_dir,
-                source="generate it with: python -m analysis_lib.demo_world --root <data root>")
+                source="generate it with: python -m analysis_lib.demo.world --root <data root>")
     for name, folder, template, n_classes, mask_dir in (
         ("DemoToys", "demo_toys", "a photo of a {}, a type of toy.", 12, "annotations/trimaps"),
         ("DemoHues", "demo_hues", "a photo of a {}.", 12, "annotations/trimaps"),

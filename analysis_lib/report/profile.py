@@ -1,7 +1,7 @@
 """Which model and data a built book's numbers come from, said on its first page.
 
 `make book` writes ``book/generated/profile.json`` once the analyses have run; the book's
-Sphinx extension (`analysis_lib.book_sphinx`) reads it at build time and offers its fields as
+Sphinx extension (`analysis_lib.report.sphinx`) reads it at build time and offers its fields as
 MyST substitutions, so that ``book/intro.md`` can say, for a demo build, that the numbers come
 from the small model on generated data and are not the paper's.
 
@@ -29,7 +29,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .files import write_text_atomic
+from ..files import write_text_atomic
 
 SCHEMA_VERSION = 1
 PROFILE_PATH = "book/generated/profile.json"  # relative to the book's source folder
@@ -95,7 +95,7 @@ def read_profile(path: str | os.PathLike) -> BookProfile:
         raise ProfileNotFoundError(
             f"{path} not found: the book states which model and data its numbers come from, and "
             f"that file is written by `make book` after the analyses run. Build with `make book`, "
-            f"or write it with analysis_lib.book_profile.write_profile.")
+            f"or write it with analysis_lib.report.profile.write_profile.")
     try:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -106,7 +106,7 @@ def read_profile(path: str | os.PathLike) -> BookProfile:
     given = set(raw) - {"schema_version"}
     if given != expected:
         raise ProfileError(f"{path}: missing keys {sorted(expected - given)}, unknown keys "
-                           f"{sorted(given - expected)}; see the schema in analysis_lib/book_profile.py")
+                           f"{sorted(given - expected)}; see the schema in analysis_lib/report/profile.py")
     return BookProfile(**{k: raw[k] for k in expected})
 
 

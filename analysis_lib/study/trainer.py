@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .model import PromptedCLIP
+from ..model.prompted import PromptedCLIP
 
 log = logging.getLogger(__name__)
 

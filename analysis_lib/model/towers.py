@@ -2,7 +2,7 @@
 
 ``Tower.forward`` is the one place where prompts and biases enter a block:
   * deep prompts: before block i (0 < i < depth) the prompt slot is *replaced* by block i's own
-    learned vectors (block 0's prompts enter with the embeddings, see ``model.py``);
+    learned vectors (block 0's prompts enter with the embeddings, see ``prompted.py``);
   * bias tuning: learned vectors are added to the residual stream after the attention and/or
     the MLP of blocks i < depth, every token alike.
 Because replaced prompts never pass their own output on, a deep prompt acts on the other tokens

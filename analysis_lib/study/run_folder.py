@@ -10,12 +10,12 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from . import data
-from .backbone import Backbone, load_backbone
-from .data.transforms import ItemDataset, eval_transform
-from .model import PromptedCLIP, build_model
-from .run import METRICS_FILE, PARAMS_FILE, RunSettings, resolve_device
-from .training import set_seed
+from .. import data
+from ..model.backbone import Backbone, load_backbone
+from ..data.transforms import ItemDataset, eval_transform
+from ..model.prompted import PromptedCLIP, build_model
+from .one_run import METRICS_FILE, PARAMS_FILE, RunSettings, resolve_device
+from .trainer import set_seed
 
 
 class RunFolderError(FileNotFoundError):

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from .train_config import ConfigError, TrainConfig, check_type, unknown_name_error
-from .variants import VARIANTS, VariantConfig, variant_config
+from ..checks import ConfigError, check_type, unknown_name_error
+from .train_config import TrainConfig
+from ..model.variants import VARIANTS, VariantConfig, variant_config
 
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_SEEDS = (1, 2, 3)
@@ -106,7 +107,7 @@ def config_hash(params: Mapping) -> str:
 
 def registered_datasets() -> list[str]:
     """The dataset names the project's registry knows: the default list of valid names."""
-    from .data import dataset_names
+    from ..data import dataset_names
     return dataset_names()
 
 

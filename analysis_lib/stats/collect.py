@@ -10,8 +10,8 @@ from typing import Iterable
 import torch
 from tqdm.auto import tqdm
 
-from .capture import Recorder
-from .model import PromptedCLIP
+from ..model.capture import Recorder
+from ..model.prompted import PromptedCLIP
 
 
 class Fanout:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import typing
 from dataclasses import asdict, dataclass
 
-from .train_config import ConfigError, check_type
+from ..checks import ConfigError, check_type
 
 VARIANTS = ("zeroshot", "coop", "text", "vision", "ivlp", "bias")
 BIAS_PLACES = ("attn", "mlp", "both")

@@ -1,14 +1,14 @@
 """The demo world: drawn shapes, colours and textures, known exactly, for the embedded default.
 
 One renderer serves two purposes. `pretraining_batch` draws captioned scenes on plain backgrounds
-(the "web data" the demo CLIP is pretrained on, `analysis_lib.pretrain_demo`). `write_demo_data`
+(the "web data" the demo CLIP is pretrained on, `analysis_lib.demo.pretrain`). `write_demo_data`
 writes four downstream datasets in the CoOp split-file layout, each shifted away from the
 pretraining data the way real downstream data are (one room's clutter behind every object, a colour
 cast, an unseen scale on terrain, washed-out textures), so that prompts and biases have a real,
 dataset-wide bias to fix.
 The object masks are known, so the single-object datasets ship OxfordPets-style trimaps.
 
-    python -m analysis_lib.demo_world --root data/demo
+    python -m analysis_lib.demo.world --root data/demo
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .data.registry import DEMO_DATASETS, get_spec
+from ..data.registry import DEMO_DATASETS, get_spec
 
 SIZE = 64  # pixels; demo-clip's input size
 COLOURS = {

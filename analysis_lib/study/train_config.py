@@ -7,60 +7,13 @@ form is the trainer's, only its numbers are configurable.
 """
 from __future__ import annotations
 
-import difflib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from ..checks import ConfigError, check_type, unknown_name_error
+
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
-
-class ConfigError(ValueError):
-    """A configuration value with the wrong name, type or range; the message names the fix."""
-
-
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-               type(None): "null", dict: "a mapping"}
-
-
-def check_type(where: str, value, expected):
-    """``value`` if it has type ``expected`` (int, float, str, bool or a union such as
-    ``str | None``), with ints widened to float where a number is expected, so that ``lr: 1``
-    and ``lr: 1.0`` hash alike; otherwise a ConfigError naming ``where``, the value and the type."""
-    options = typing.get_args(expected) or (expected,)
-    for option in options:
-        is_bool = isinstance(value, bool)
-        if option is type(None) and value is None:
-            return value
-        if option is bool and is_bool:
-            return value
-        if option is int and isinstance(value, int) and not is_bool:
-            return value
-        if option is float and isinstance(value, (int, float)) and not is_bool:
-            return float(value)
-        if option in (str, dict) and isinstance(value, option):
-            return value
-    expected_text = " or ".join(_TYPE_NAMES[option] for option in options)
-    hint = ""
-    if float in options and isinstance(value, str) and _parses_as_float(value):
-        hint = f"; YAML reads {value} as text: write it with a dot before the exponent, e.g. 1.0e-5"
-    raise ConfigError(f"{where} must be {expected_text}, got {value!r} ({type(value).__name__}){hint}")
-
-
-def _parses_as_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def unknown_name_error(where: str, what: str, name, valid) -> ConfigError:
-    """One message for a misspelt name: what was given, the closest valid one, all valid ones."""
-    valid = [str(v) for v in valid]
-    close = difflib.get_close_matches(str(name), valid, n=1)
-    guess = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"{where}: unknown {what} {name!r}{guess}; valid: {', '.join(valid)}")
 
 
 @dataclass(frozen=True)

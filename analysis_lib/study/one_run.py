@@ -17,14 +17,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from . import data
-from .backbone import load_backbone
-from .files import write_text_atomic
-from .data.transforms import ItemDataset, eval_transform, train_transform
-from .model import build_model
+from .. import data
+from ..model.backbone import load_backbone
+from ..files import write_text_atomic
+from ..data.transforms import ItemDataset, eval_transform, train_transform
+from ..model.prompted import build_model
 from .aggregate import harmonic_mean
-from .train_config import TrainConfig, check_type
-from .training import evaluate, set_seed, train
+from ..checks import check_type
+from .train_config import TrainConfig
+from .trainer import evaluate, set_seed, train
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import torch
 from IPython.display import display
 from PIL import Image
 
-from .data.transforms import eval_transform
-from .runs import LoadedRun
+from ..data.transforms import eval_transform
+from ..study.run_folder import LoadedRun
 
 
 def cls_attention(run: LoadedRun, path: str) -> tuple[torch.Tensor, int]:

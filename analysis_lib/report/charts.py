@@ -105,7 +105,7 @@ def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> Non
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ChartDataError(f"{what} lacks columns {missing}; it needs {list(columns)} "
-                             f"(see the schemas in analysis_lib/book_charts.py)")
+                             f"(see the schemas in analysis_lib/report/charts.py)")
     if df.empty:
         raise ChartDataError(f"{what} has no rows")
 

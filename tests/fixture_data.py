@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .registry import PAPER_DATASETS, DatasetSpec, get_spec
+from analysis_lib.data.registry import PAPER_DATASETS, DatasetSpec, get_spec
 
 COUNTS = {"train": 6, "val": 3, "test": 2}  # images per class and split
 IMAGE_SIZE = 16

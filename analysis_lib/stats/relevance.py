@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .model import PromptedCLIP
+from ..model.prompted import PromptedCLIP
 
 
 def propagate(patterns: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:

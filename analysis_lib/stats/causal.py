@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .attention import Ablation
-from .runs import LoadedRun
-from .aggregate import harmonic_mean
-from .training import evaluate
+from ..model.attention import Ablation
+from ..study.run_folder import LoadedRun
+from ..study.aggregate import harmonic_mean
+from ..study.trainer import evaluate
 
 ABLATIONS = {
     "as trained": Ablation(keep_rescale=True, keep_bias=True),

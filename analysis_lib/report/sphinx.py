@@ -1,6 +1,6 @@
 """The book's Sphinx extension (``sphinx: extra_extensions`` in ``_config.yml``).
 
-- Reads ``book/generated/profile.json`` (`analysis_lib.book_profile`) and adds its fields to
+- Reads ``book/generated/profile.json`` (`analysis_lib.report.profile`) and adds its fields to
   the MyST substitutions, so the first page says which model and data the numbers come from
   (``{{ profile_summary }}``, ``{{ profile_model }}``, ...). A missing or malformed file stops
   the build with the error that says how to make it.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sphinx.errors import ConfigError
 
-from .book_profile import PROFILE_PATH, ProfileError, ProfileNotFoundError, read_profile, substitutions
+from .profile import PROFILE_PATH, ProfileError, ProfileNotFoundError, read_profile, substitutions
 
 
 def add_profile_substitutions(app, config) -> None:

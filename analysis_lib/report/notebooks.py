@@ -16,10 +16,10 @@ from pathlib import Path
 import nbformat
 from tqdm.auto import tqdm
 
-from .book_profile import BookProfile, write_profile
-from .data import DEMO_DATASETS
-from .experiment import Experiment
-from .sweep import first_line, run_notebook
+from .profile import BookProfile, write_profile
+from ..data import DEMO_DATASETS
+from ..study.experiment import Experiment
+from ..study.sweep import first_line, run_notebook
 
 log = logging.getLogger(__name__)
 

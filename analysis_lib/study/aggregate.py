@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import write_text_atomic
+from ..files import write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """Contrastive pretraining of demo-clip on the demo world's captioned scenes.
 
 No CLIP weights can be downloaded here, and a random CLIP has no zero-shot ability, so the
-embedded default pretrains its own: a small open_clip config (`model_configs/demo-clip.json`)
-trained with CLIP's loss on `demo_world.pretraining_batch`. The result is deterministic for a
+embedded default pretrains its own: a small open_clip config (`model/configs/demo-clip.json`)
+trained with CLIP's loss on `world.pretraining_batch`. The result is deterministic for a
 seed and thread count, is saved as fp16 safetensors in open_clip's own key names, and loads
 through the same path as real weights (`load_backbone("demo-clip", "<file>")`).
 
-    python -m analysis_lib.pretrain_demo --out analysis_lib/assets/demo-clip.safetensors
+    python -m analysis_lib.demo.pretrain --out analysis_lib/assets/demo-clip.safetensors
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from safetensors.torch import save_file
 from torchvision.transforms.functional import normalize
 from tqdm import tqdm
 
-from . import backbone  # noqa: F401  (registers demo-clip's config with open_clip)
-from . import demo_world
-from .files import replace_atomically
+from ..model import backbone  # noqa: F401  (registers demo-clip's config with open_clip)
+from . import world
+from ..files import replace_atomically
 
 MODEL = "demo-clip"
 
@@ -75,7 +75,7 @@ def pretrain(config: PretrainConfig = PretrainConfig(), progress: bool = True) -
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, config)
-        images, captions = demo_world.pretraining_batch(config.seed * 10**6 + step, config.batch_size)
+        images, captions = world.pretraining_batch(config.seed * 10**6 + step, config.batch_size)
         image_features, text_features, logit_scale = model(normalise(images), tokenizer(captions))
         loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)
@@ -92,9 +92,9 @@ def pretrain(config: PretrainConfig = PretrainConfig(), progress: bool = True) -
 def held_out_accuracy(model: open_clip.model.CLIP, per_class: int = 10, seed: int = 999_999_999) -> float:
     """Zero-shot accuracy on fresh single-object scenes over all colour x shape classes."""
     tokenizer = open_clip.get_tokenizer(MODEL)
-    classes = demo_world.object_classes()
+    classes = world.object_classes()
     text = model.encode_text(tokenizer([f"a photo of a {c} {s}." for c, s in classes]), normalize=True)
-    images, labels = demo_world.held_out_objects(seed, per_class)
+    images, labels = world.held_out_objects(seed, per_class)
     image = torch.cat([model.encode_image(normalise(chunk), normalize=True)
                        for chunk in np.array_split(images, max(1, len(images) // 256))])
     return float(((image @ text.T).argmax(1).numpy() == labels).mean())
@@ -126,7 +126,7 @@ def main(argv=None):
     model = pretrain(config)
     minutes = (time.perf_counter() - start) / 60
     accuracy = held_out_accuracy(model)
-    chance = 1 / len(demo_world.object_classes())
+    chance = 1 / len(world.object_classes())
     save_checkpoint(model, args.out, {**asdict(config), "threads": args.threads,
                                       "held_out_zeroshot_accuracy": f"{accuracy:.4f}"})
     print(f"pretrained in {minutes:.1f} min; held-out zero-shot accuracy {accuracy:.1%} "

@@ -1,7 +1,7 @@
 """The paper's analyses, each a function from a finished run to small tidy tables.
 
 Notebooks call these and show the tables; every statistic itself is computed in
-``statistics.py`` (attention), ``relevance.py`` / ``rollout.py`` (contributions) or
+``attention_stats.py`` (attention), ``relevance.py`` / ``rollout.py`` (contributions) or
 ``causal.py`` (ablations).
 """
 from __future__ import annotations
@@ -13,15 +13,15 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import data
+from .. import data
 from .collect import collect
-from .data.transforms import eval_transform
-from .model import PromptedCLIP, build_model
+from ..data.transforms import eval_transform
+from ..model.prompted import PromptedCLIP, build_model
 from .relevance import token_relevance
 from .rollout import attention_rollout, rollout_row
-from .files import write_text_atomic
-from .runs import LoadedRun, load_run
-from .statistics import (AttentionStatistics, DecompositionStatistics, GridLayout,
+from ..files import write_text_atomic
+from ..study.run_folder import LoadedRun, load_run
+from .attention_stats import (AttentionStatistics, DecompositionStatistics, GridLayout,
                          prompt_background_similarity)
 
 def open_run(runs_root: str, dataset: str, variant_name: str, seed: int, data_root: str | None = None,

@@ -19,7 +19,7 @@ from torch import nn
 from .attention import NO_ABLATION, Ablation
 from .backbone import Backbone
 from .capture import Cache, Recorder
-from .files import replace_atomically
+from ..files import replace_atomically
 from .towers import DeepPrompts, PromptSlot, ResidualBiases, Tower
 from .variants import VariantConfig, VariantError, check_depths, variant_config
 

@@ -42,7 +42,7 @@ from jupyter_core.utils import run_sync
 from tqdm.auto import tqdm
 
 from .experiment import Run, hashed_config
-from .files import write_text_atomic
+from ..files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
