@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from analysis_lib.model.attention import Ablation
-from analysis_lib.model.backbone import UnknownModelError, WeightsNotFoundError, load_backbone
+from analysis_lib.model.backbone import (ActivationMismatchError, CheckpointError, UnknownModelError,
+                                         WeightsNotFoundError, load_backbone)
 from analysis_lib.model.prompted import build_model
 from analysis_lib.model.variants import VariantError
 
@@ -190,6 +191,54 @@ def test_bad_backbone_arguments(tmp_path):
         load_backbone("ViT-Q-99")
     with pytest.raises(WeightsNotFoundError, match="neither a checkpoint file nor a known tag"):
         load_backbone("tiny-clip", str(tmp_path / "missing.pt"))
+
+
+def test_text_file_as_checkpoint_names_the_file(tiny, tmp_path):
+    text = tmp_path / "weights.txt"
+    text.write_text("these are not weights\n")
+    with pytest.raises(CheckpointError, match=f"pretrained={text} is not a checkpoint"):
+        load_backbone("tiny-clip", str(text))
+    other = tmp_path / "demo.pt"  # a real checkpoint of another architecture
+    torch.save({"visual.conv1.weight": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match=f"pretrained={other}: open_clip cannot load it into tiny-clip"):
+        load_backbone("tiny-clip", str(other))
+
+
+def test_tag_trained_with_quickgelu_needs_the_quickgelu_model(tiny, tmp_path, monkeypatch):
+    """A tag's weights (here a local checkpoint in a fake offline Hugging Face cache) load into the
+    model with the tag's activation; the same weights in the GELU twin are refused, naming the twin."""
+    import huggingface_hub.constants
+    import open_clip
+    from safetensors.torch import save_file
+    from analysis_lib.model import backbone
+    gelu_cfg = {k: v for k, v in open_clip.get_model_config("tiny-clip").items() if k != "quick_gelu"}
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "tiny-gelu", gelu_cfg)
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "tiny-gelu-quickgelu", {**gelu_cfg, "quick_gelu": True})
+    tag = {"hf_hub": "fake/tiny-openai/", "quick_gelu": True}  # as open_clip lists OpenAI's tags
+    for name in ("tiny-gelu", "tiny-gelu-quickgelu"):
+        monkeypatch.setitem(open_clip.pretrained._PRETRAINED, name, {"openai": tag})
+    snapshot = tmp_path / "models--fake--tiny-openai" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (tmp_path / "models--fake--tiny-openai" / "refs").mkdir()
+    (tmp_path / "models--fake--tiny-openai" / "refs" / "main").write_text("0" * 40)
+    save_file({k: v.contiguous() for k, v in tiny.clip.state_dict().items()},
+              str(snapshot / "open_clip_model.safetensors"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(backbone, "_reachable", lambda host, timeout=3.0: False)
+
+    with pytest.raises(ActivationMismatchError) as info:
+        load_backbone("tiny-gelu", "openai")
+    assert str(info.value) == ("model 'tiny-gelu' uses GELU, but the 'openai' weights were trained with "
+                               "QuickGELU and would compute other features; use model "
+                               "'tiny-gelu-quickgelu' with pretrained 'openai'")
+    loaded = load_backbone("tiny-gelu-quickgelu", "openai")
+    x = images(tiny)
+    with torch.no_grad():
+        assert torch.equal(loaded.clip.encode_image(x), tiny.clip.encode_image(x))
+    # The check matters: the GELU twin with the same weights computes other features.
+    gelu = open_clip.create_model("tiny-gelu", pretrained=str(snapshot / "open_clip_model.safetensors"))
+    with torch.no_grad():
+        assert not torch.allclose(gelu.encode_image(x), tiny.clip.encode_image(x))
 
 
 def test_uncached_tag_offline_fails_at_once_naming_the_file(monkeypatch, tmp_path):

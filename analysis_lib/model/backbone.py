@@ -1,7 +1,10 @@
 """Loading a frozen open_clip CLIP: model name + pretrained tag, a local checkpoint, or random weights.
 
-Precision is decided here, once. Offline, a tag whose weights are not cached fails at once with
-a message that says which file is missing and where to put it, instead of open_clip's retries.
+Offline, a tag whose weights are not cached fails at once with a message that says which file
+is missing and where to put it, instead of open_clip's retries. open_clip checks a tag's
+activation only when it loads the tag itself; the project hands it a file, so the check is here:
+a model whose activation (GELU or QuickGELU) differs from the one the tag's weights were trained
+with is an error naming the right model, never a silently different network.
 """
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(CONFIG_DIR)
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class UnknownModelError(ValueError):
@@ -29,6 +31,14 @@ class UnknownModelError(ValueError):
 
 class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights are neither cached nor reachable."""
+
+
+class CheckpointError(ValueError):
+    """A file given as ``pretrained`` that does not hold weights of this model."""
+
+
+class ActivationMismatchError(ValueError):
+    """A pretrained tag whose weights were trained with another activation than the model's."""
 
 
 @dataclass
@@ -47,28 +57,25 @@ class Backbone:
     def device(self) -> torch.device:
         return self.clip.logit_scale.device
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.clip.visual.conv1.weight.dtype
 
 
-def load_backbone(model_name: str, pretrained: str | None = None, device: str = "cpu",
-                  precision: str = "fp32") -> Backbone:
+def load_backbone(model_name: str, pretrained: str | None = None, device: str = "cpu") -> Backbone:
     """Build `model_name` with weights from a tag, a file, or none (random init), frozen in eval mode."""
-    vit_models = [m for m in open_clip.list_models() if "ViT" in m or m in ("tiny-clip", "demo-clip")]
-    if model_name not in open_clip.list_models():
-        raise UnknownModelError(
-            f"unknown model {model_name!r}; use an open_clip ViT config such as "
-            f"'ViT-B-16-quickgelu' (for OpenAI weights) or one of the project's: tiny-clip, demo-clip. "
-            f"ViT configs available: {', '.join(sorted(vit_models)[:40])}, ...")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; use one of {sorted(PRECISIONS)}")
+    check_weights(model_name, pretrained)
     checkpoint = resolve_weights(model_name, pretrained)
-    clip = open_clip.create_model(model_name, pretrained=checkpoint, device=device)
+    try:
+        clip = open_clip.create_model(model_name, pretrained=checkpoint, device=device)
+    except (RuntimeError, KeyError, ValueError) as err:
+        if checkpoint is None:
+            raise
+        raise CheckpointError(f"pretrained={checkpoint}: open_clip cannot load it into {model_name} "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:300]}); pass the "
+                              f"checkpoint of {model_name}'s architecture, or the model it was "
+                              "trained as") from err
     if not isinstance(clip, open_clip.model.CLIP) or not hasattr(clip.visual, "conv1"):
         raise UnknownModelError(f"{model_name!r} is not a ViT CLIP with an open_clip text tower; "
                                 "only those can carry prompts here")
-    clip = clip.to(dtype=PRECISIONS[precision]).eval().requires_grad_(False)
+    clip = clip.eval().requires_grad_(False)
     pre = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
     size = clip.visual.image_size
     return Backbone(
@@ -82,12 +89,21 @@ def load_backbone(model_name: str, pretrained: str | None = None, device: str = 
     )
 
 
-def resolve_weights(model_name: str, pretrained: str | None) -> str | None:
-    """The local file holding `pretrained` weights (downloading only when the host is reachable)."""
+def check_weights(model_name: str, pretrained: str | None) -> None:
+    """Everything about (model, pretrained) that can be known without loading the weights: a
+    known ViT config; a checkpoint file that looks like one, or a known tag whose activation is
+    the model's. Each problem is one error naming the setting and the fix."""
+    vit_models = [m for m in open_clip.list_models() if "ViT" in m or m in ("tiny-clip", "demo-clip")]
+    if model_name not in open_clip.list_models():
+        raise UnknownModelError(
+            f"unknown model {model_name!r}; use an open_clip ViT config such as "
+            f"'ViT-B-16-quickgelu' (for OpenAI weights) or one of the project's: tiny-clip, demo-clip. "
+            f"ViT configs available: {', '.join(sorted(vit_models)[:40])}, ...")
     if pretrained is None:
-        return None
-    if os.path.isfile(pretrained):
-        return pretrained
+        return
+    if os.path.exists(pretrained):
+        _check_checkpoint_file(pretrained)
+        return
     cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
@@ -95,6 +111,46 @@ def resolve_weights(model_name: str, pretrained: str | None) -> str | None:
         raise WeightsNotFoundError(
             f"pretrained={pretrained!r} is neither a checkpoint file nor a known tag ({hint}); "
             "pass an existing checkpoint path or a tag")
+    trained_quick = bool(cfg.get("quick_gelu", False))
+    if bool(open_clip.get_model_config(model_name).get("quick_gelu", False)) != trained_quick:
+        raise ActivationMismatchError(_activation_message(model_name, pretrained, trained_quick))
+
+
+def _activation_message(model_name: str, pretrained: str, trained_quick: bool) -> str:
+    """Which model carries the tag's activation (the name with or without -quickgelu)."""
+    trained, model_has = ("QuickGELU", "GELU") if trained_quick else ("GELU", "QuickGELU")
+    right = model_name + "-quickgelu" if trained_quick else model_name.removesuffix("-quickgelu")
+    use = (f"use model {right!r}" if right != model_name and right in open_clip.list_models()
+           else f"use a model config with quick_gelu: {str(trained_quick).lower()}")
+    return (f"model {model_name!r} uses {model_has}, but the {pretrained!r} weights were trained with "
+            f"{trained} and would compute other features; {use} with pretrained {pretrained!r}")
+
+
+# First bytes of the files torch.load / safetensors read: a zip archive (torch.save, OpenAI's
+# TorchScript files) or a pickle (older torch.save); safetensors starts with its header's length.
+_CHECKPOINT_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _check_checkpoint_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"pretrained={path} is a folder; pass the checkpoint file inside it")
+    with open(path, "rb") as f:
+        head = f.read(10)
+    is_safetensors = len(head) == 10 and head[8:10] == b'{"'
+    if not is_safetensors and not head.startswith(_CHECKPOINT_MAGIC):
+        raise CheckpointError(f"pretrained={path} is not a checkpoint (neither a torch.save file nor "
+                              "safetensors); pass a .pt, .bin or .safetensors file with the model's "
+                              "weights, or a pretrained tag such as openai")
+
+
+def resolve_weights(model_name: str, pretrained: str | None, download: bool = True) -> str | None:
+    """The local file holding `pretrained` weights (downloading only when the host is reachable;
+    with ``download=False`` only checking that it could be)."""
+    if pretrained is None:
+        return None
+    if os.path.isfile(pretrained):
+        return pretrained
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
     cached, where = _cached_file(cfg)
     if cached:
         return cached
@@ -104,7 +160,7 @@ def resolve_weights(model_name: str, pretrained: str | None) -> str | None:
             f"weights for {model_name} / {pretrained} are not cached and {host} cannot be reached. "
             f"Download {where} on a machine with internet access and put it in the cache here "
             f"(Hugging Face: HF_HOME, default ~/.cache/huggingface), or pass pretrained=/path/to/checkpoint")
-    return open_clip.pretrained.download_pretrained(cfg)
+    return open_clip.pretrained.download_pretrained(cfg) if download else None
 
 
 def _cached_file(cfg: dict) -> tuple[str | None, str]:
