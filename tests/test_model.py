@@ -172,6 +172,22 @@ def test_save_load_reproduces_logits_bit_for_bit(tiny, tmp_path):
         wrong.load_trainable(path)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda t: t.long(), "holds torch.int64 values, but learned parameters are floating point"),
+    (lambda t: torch.full_like(t, float("nan")), "holds NaN or infinite values"),
+])
+def test_load_trainable_refuses_wrong_values_of_the_right_shape(tiny, tmp_path, damage, message):
+    from safetensors.torch import save_file
+    model = build_model("ivlp", tiny, CLASSES, TEMPLATE, text_depth=2, vision_depth=2)
+    state = model.trainable_state()
+    name = next(iter(state))
+    path = tmp_path / "damaged.safetensors"
+    save_file({**state, name: damage(state[name])}, str(path))
+    with pytest.raises(VariantError) as info:
+        model.load_trainable(path)
+    assert str(info.value).startswith(f"{path}: {name} ") and message in str(info.value)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(variant="prompt"), "unknown variant 'prompt'; choose one of zeroshot, coop"),
     (dict(variant="ivlp", text_n_ctx=0), "text_n_ctx must be in 1..32"),

@@ -209,14 +209,22 @@ class PromptedCLIP(nn.Module):
             save_file(state, str(tmp), metadata={"variant": json.dumps(self.config.to_dict())})
 
     def load_trainable(self, source: str | Path | dict[str, torch.Tensor]) -> None:
-        """Load learned parameters from a safetensors file or another model's ``trainable_state()``."""
+        """Load learned parameters from a safetensors file or another model's ``trainable_state()``:
+        the same names and shapes as this model's, finite floating-point values."""
         state = source if isinstance(source, dict) else load_file(str(source))
         own = self.trainable_state()
+        where = "the given state" if isinstance(source, dict) else str(source)
         if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
             got = {k: tuple(v.shape) for k, v in state.items()}
             want = {k: tuple(v.shape) for k, v in own.items()}
-            where = "the given state" if isinstance(source, dict) else str(source)
             raise VariantError(f"{where} holds {got}, but this {self.config.variant} model learns {want}")
+        for name, tensor in state.items():
+            if not tensor.is_floating_point():
+                raise VariantError(f"{where}: {name} holds {tensor.dtype} values, but learned parameters "
+                                   "are floating point; pass the file save_trainable wrote")
+            if not torch.isfinite(tensor).all():
+                raise VariantError(f"{where}: {name} holds NaN or infinite values (a diverged or "
+                                   "damaged run); train it again")
         with torch.no_grad():
             for name, p in self.named_parameters():
                 if name in state:
