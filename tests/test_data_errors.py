@@ -2,10 +2,11 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from analysis_lib.data import (DataRootError, MissingImagesError, SplitFileFormatError,
+from analysis_lib.data import (BadImageError, DataRootError, MissingImagesError, SplitFileFormatError,
                                SplitFileMissingError, UnknownDatasetError, read_dataset)
 from analysis_lib.data.__main__ import main
 
@@ -84,3 +85,42 @@ def test_module_entry_point(data_root):
                           str(data_root), "--datasets", "DTD", "EuroSAT"],
                          capture_output=True, text=True)
     assert run.returncode == 0 and "EuroSAT" in run.stdout
+
+
+def damage_images(root, name):
+    """Truncate one listed image, empty another, replace a third by text; return their paths."""
+    items = read_dataset(name, root).train
+    truncated, empty, text = (Path(items[i].path) for i in (0, 1, 2))
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    empty.write_bytes(b"")
+    text.write_text("not an image")
+    return truncated, empty, text
+
+
+def test_deep_check_lists_every_image_that_does_not_decode(copy_dataset, capsys):
+    root = copy_dataset("EuroSAT")
+    truncated, empty, text = damage_images(root, "EuroSAT")
+    assert main(["check", "--root", str(root), "--datasets", "EuroSAT"]) == 0  # names only
+    capsys.readouterr()
+    assert main(["check", "--root", str(root), "--datasets", "EuroSAT", "--deep"]) == 1
+    out = capsys.readouterr().out
+    assert "EuroSAT  broken  10/10" in out and "EuroSAT: 3 image(s) do not decode" in out
+    lines = {line.strip().split(": ", 1)[0]: line for line in out.splitlines() if line.startswith("  ")}
+    assert set(lines) == {str(truncated), str(empty), str(text)}
+    assert "truncated" in lines[str(truncated)].lower() and "empty file" in lines[str(empty)]
+    assert "cannot identify image file" in lines[str(text)]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_bad_image_in_a_run_names_the_file_and_the_dataset(copy_dataset, workers):
+    from torch.utils.data import DataLoader
+    from analysis_lib.data.transforms import ItemDataset, eval_transform
+    root = copy_dataset("EuroSAT")
+    truncated, _, _ = damage_images(root, "EuroSAT")
+    items = [item for item in read_dataset("EuroSAT", root).train if item.path == str(truncated)]
+    loader = DataLoader(ItemDataset(items, eval_transform(8), "EuroSAT"), num_workers=workers)
+    with pytest.raises(BadImageError) as info:  # the same type from a loader process
+        next(iter(loader))
+    assert f"EuroSAT: cannot decode image {truncated} (" in str(info.value)
+    assert "truncated" in str(info.value).lower()
+    assert "--deep lists every such file" in str(info.value)

@@ -1,4 +1,4 @@
-"""`python -m analysis_lib.data check --root DATA`: report the datasets found under DATA."""
+"""`python -m analysis_lib.data check --root DATA [--deep]`: report the datasets found under DATA."""
 from __future__ import annotations
 
 import argparse
@@ -17,11 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--datasets", nargs="+", help="names to check (default: all)")
     check.add_argument("--allow-missing-images", action="store_true",
                        help="skip listed images that are missing instead of failing")
+    check.add_argument("--deep", action="store_true",
+                       help="also decode every listed image and list those that are corrupt, empty "
+                            "or not images (reads every file: minutes for ImageNet)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = check_datasets(args.root, args.datasets,
-                                allow_missing_images=args.allow_missing_images)
+                                allow_missing_images=args.allow_missing_images, deep=args.deep)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

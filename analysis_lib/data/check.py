@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DataRootError, DatasetError, DatasetFolderError
+from .images import find_bad_images
 from .readers import SPLITS, read_dataset
 from .registry import dataset_names, get_spec
 
@@ -17,11 +18,13 @@ class DatasetStatus:
     expected_classes: int | None = None
     counts: dict[str, int] = field(default_factory=dict)  # images per split
     problem: str = ""
+    bad_images: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), with deep
 
 
 def check_datasets(root: str | Path, datasets: list[str] | None = None, *,
-                   allow_missing_images: bool = False) -> list[DatasetStatus]:
-    """Read every named dataset (default: all registered) and report its state."""
+                   allow_missing_images: bool = False, deep: bool = False) -> list[DatasetStatus]:
+    """Read every named dataset (default: all registered) and report its state; ``deep`` also
+    decodes every listed image and reports those that do not decode as broken."""
     specs = [get_spec(name) for name in (datasets or dataset_names())]
     if not Path(root).expanduser().is_dir():
         raise DataRootError(root)
@@ -43,8 +46,15 @@ def check_datasets(root: str | Path, datasets: list[str] | None = None, *,
         notes = [f"{n} classes where the literature's has {spec.n_classes}"] if differs else []
         if data.skipped:
             notes.append(f"skipped {data.skipped} listed image(s) missing on disk")
-        report.append(DatasetStatus(spec.name, "differs" if differs else "ok", n, spec.n_classes,
-                                    {s: len(data.split(s)) for s in SPLITS}, "; ".join(notes)))
+        bad = []
+        if deep:
+            paths = [item.path for s in SPLITS for item in data.split(s)]
+            bad = find_bad_images(paths, desc=f"decoding {spec.name}")
+        if bad:
+            notes.insert(0, f"{len(bad)} image(s) do not decode; replace or remove them")
+        status = "broken" if bad else "differs" if differs else "ok"
+        report.append(DatasetStatus(spec.name, status, n, spec.n_classes,
+                                    {s: len(data.split(s)) for s in SPLITS}, "; ".join(notes), bad))
     return report
 
 
@@ -62,5 +72,8 @@ def format_report(report: list[DatasetStatus]) -> str:
         for r in report]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines += [f"{r.name}: {r.problem}" for r in report if r.problem]
+    for r in report:
+        if r.problem:
+            lines.append(f"{r.name}: {r.problem}")
+        lines += [f"  {path}: {reason}" for path, reason in r.bad_images]
     return "\n".join(lines)

@@ -52,3 +52,9 @@ class MissingImagesError(DatasetError, FileNotFoundError):
             "complete the download, or pass allow_missing_images=True "
             "(--allow-missing-images) to skip them"
         )
+
+
+class BadImageError(DatasetError, OSError):
+    """A listed image that cannot be decoded (empty, truncated, not an image); built by
+    `images.bad_image`. Takes the message alone, so that torch's DataLoader can re-raise it
+    from a worker process as it is."""

@@ -12,6 +12,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from PIL import Image
 from torchvision import transforms as T
 
+from .images import open_rgb
 from .readers import Item
 
 BICUBIC = T.InterpolationMode.BICUBIC
@@ -32,16 +33,18 @@ def eval_transform(size: int = 224, mean: Sequence[float] = OPENAI_DATASET_MEAN,
 
 
 class ItemDataset(torch.utils.data.Dataset):
-    """(image tensor, label) pairs from reader items; images are decoded lazily, as RGB."""
+    """(image tensor, label) pairs from reader items; images are decoded lazily, as RGB. A file
+    that does not decode is an error naming it and ``dataset``."""
 
-    def __init__(self, items: Sequence[Item], transform: Callable[[Image.Image], torch.Tensor]):
+    def __init__(self, items: Sequence[Item], transform: Callable[[Image.Image], torch.Tensor],
+                 dataset: str | None = None):
         self.items = list(items)
         self.transform = transform
+        self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
-        with Image.open(item.path) as image:
-            return self.transform(image.convert("RGB")), item.label
+        return self.transform(open_rgb(item.path, self.dataset)), item.label

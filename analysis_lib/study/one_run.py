@@ -99,7 +99,7 @@ def run_training(settings: RunSettings) -> dict:
     losses: list[float] = []
     if model.n_trainable:
         transform = train_transform(backbone.image_size, backbone.mean, backbone.std, cfg.crop_scale)
-        loader = DataLoader(ItemDataset(base.train, transform),
+        loader = DataLoader(ItemDataset(base.train, transform, settings.dataset),
                             batch_size=cfg.batch_size, shuffle=True, drop_last=False,
                             num_workers=cfg.num_workers,
                             generator=torch.Generator().manual_seed(settings.seed))
@@ -109,7 +109,8 @@ def run_training(settings: RunSettings) -> dict:
         model.save_trainable(out / PARAMS_FILE)
 
     def test_loader(items):
-        return DataLoader(ItemDataset(items, eval_transform(backbone.image_size, backbone.mean, backbone.std)),
+        return DataLoader(ItemDataset(items, eval_transform(backbone.image_size, backbone.mean, backbone.std),
+                                      settings.dataset),
                           batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
 
     base_acc = evaluate(model, test_loader(base.test), cfg.precision, settings.progress)

@@ -42,7 +42,7 @@ class LoadedRun:
     def test_loader(self, classes: str = "base", limit: int | None = None, batch_size: int = 50) -> DataLoader:
         items = self.splits[classes].test[:limit]
         transform = eval_transform(self.backbone.image_size, self.backbone.mean, self.backbone.std)
-        return DataLoader(ItemDataset(items, transform), batch_size=batch_size)
+        return DataLoader(ItemDataset(items, transform, self.settings.dataset), batch_size=batch_size)
 
 
 def load_run(run_dir: str | Path, device: str = "auto", data_root: str | None = None) -> LoadedRun:
