@@ -11,7 +11,7 @@ import logging
 import sys
 
 from .study import aggregate, sweep
-from .study.experiment import Experiment, load_experiment
+from .study.experiment import Experiment, check_runnable, load_experiment
 from .checks import ConfigError
 
 log = logging.getLogger("analysis_lib")
@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--only", metavar="PATTERN", action="append",
                      help="only runs whose id (dataset/variant/seedK) matches this shell pattern, "
                           "e.g. 'EuroSAT/*' or '*/ivlp/*'; repeatable")
-    run.add_argument("--dry-run", action="store_true", help="list the runs and whether each is complete")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the model, weights, device and variants, then list the runs and whether "
+                          "each is complete")
     run.add_argument("--data-root", help="data folder to use instead of the file's data_root")
     agg = commands.add_parser("aggregate", help="write the results table of the finished runs")
     agg.add_argument("experiment")
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(written)} analysis notebooks in {args.out}")
             return 0
         experiment = load_experiment(args.experiment, data_root=args.data_root)
+        check_runnable(experiment)
         runs = sweep.select_runs(experiment.runs(), args.only)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import typing
+from pathlib import Path
 
 class ConfigError(ValueError):
     """A configuration value with the wrong name, type or range; the message names the fix."""
@@ -54,3 +55,16 @@ def unknown_name_error(where: str, what: str, name, valid) -> ConfigError:
     close = difflib.get_close_matches(str(name), valid, n=1)
     guess = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"{where}: unknown {what} {name!r}{guess}; valid: {', '.join(valid)}")
+
+
+def check_folder(where: str, path) -> Path:
+    """``path`` as a folder that exists or can be made; a ConfigError if it, or a folder above
+    it, is a file."""
+    path = Path(path).expanduser()
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is a file" if part == path else f"lies under {part}, which is a file"
+                raise ConfigError(f"{where} {path} {what}; give a folder (or move the file away)")
+            break
+    return path

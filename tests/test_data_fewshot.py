@@ -1,7 +1,9 @@
 """Few-shot subsets equal an independent rendering of Dassl's procedure; cache; base/novel."""
 import json
 import math
+import os
 import random
+import shutil
 from collections import defaultdict
 
 import numpy as np
@@ -75,13 +77,42 @@ def test_second_call_reads_the_cache(data_root, tmp_path, monkeypatch):
     assert cache.stat().st_mtime_ns == mtime
 
 
-def test_default_cache_is_coops_folder(copy_dataset):
+def test_cache_is_written_to_cache_dir_only_and_read_from_the_data_root(copy_dataset, tmp_path, monkeypatch):
     root = copy_dataset("ImageNet")
-    data = fewshot_split("ImageNet", root, 2, 3)
-    payload = json.loads((root / "imagenet/split_fewshot/shot_2-seed_3.json").read_text())
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    cache_dir = tmp_path / "cache"
+    data = fewshot_split("ImageNet", root, 2, 3, cache_dir=cache_dir)
+    assert sorted(p.relative_to(root) for p in root.rglob("*") if cache_dir not in p.parents
+                  and p != cache_dir) == before  # the data root is never written
+    written = cache_dir / "imagenet" / "shot_2-seed_3.json"
+    payload = json.loads(written.read_text())
     assert "val" not in payload and len(payload["train"]) == len(data.train) == 2 * 5
-    assert list((root / "imagenet/split_fewshot").iterdir()) == [
-        root / "imagenet/split_fewshot/shot_2-seed_3.json"]  # no temp file left
+    assert list(written.parent.iterdir()) == [written]  # no temp file left
+    # A subset cached in the data root (earlier versions wrote it there) is still read, first
+    # from cache_dir, else from the data root, and nothing is written.
+    other = fewshot_split("ImageNet", root, 2, 4, cache_dir=tmp_path / "elsewhere")
+    (root / "imagenet" / "split_fewshot").mkdir()
+    shutil.move(tmp_path / "elsewhere" / "imagenet" / "shot_2-seed_4.json",
+                root / "imagenet" / "split_fewshot" / "shot_2-seed_3.json")  # another, valid, subset
+    fresh = tmp_path / "fresh"
+    monkeypatch.setattr(fewshot_module, "draw_fewshot", None)  # no draw may happen
+    assert fewshot_split("ImageNet", root, 2, 3, cache_dir=fresh).train == other.train
+    assert not fresh.exists()
+    assert fewshot_split("ImageNet", root, 2, 3, cache_dir=cache_dir).train == data.train
+
+
+def test_imagenet_in_file_system_order(data_root, tmp_path):
+    """The option follows CoOp's listing (os.listdir in each sorted class folder), cached apart."""
+    listed = read_dataset("ImageNet", data_root, imagenet_order="filesystem")
+    folders = sorted((data_root / "imagenet" / "images" / "train").iterdir())
+    expected = [str(folder / name) for folder in folders for name in os.listdir(folder)
+                if not name.startswith(".")]
+    assert [item.path for item in listed.train] == expected
+    assert sorted(listed.train) == sorted(read_dataset("ImageNet", data_root).train)
+    fewshot_split("ImageNet", data_root, 2, 1, cache_dir=tmp_path, imagenet_order="filesystem")
+    assert [p.name for p in (tmp_path / "imagenet").iterdir()] == ["shot_2-seed_1-filesystem.json"]
+    with pytest.raises(ValueError, match="imagenet_order must be one of sorted, filesystem, got 'listdir'"):
+        read_dataset("ImageNet", data_root, imagenet_order="listdir")
 
 
 def test_stale_cache_is_an_error(data_root, tmp_path):

@@ -41,26 +41,31 @@ def draw_fewshot(items: Sequence[Item], shots: int, rng: random.Random) -> list[
 
 
 def fewshot_split(dataset: str, root: str | Path, shots: int, seed: int, *,
-                  cache_dir: str | Path | None = None,
-                  allow_missing_images: bool = False) -> DatasetSplits:
+                  cache_dir: str | Path | None = None, allow_missing_images: bool = False,
+                  imagenet_order: str = "sorted") -> DatasetSplits:
     """The dataset with `shots` train and min(shots, 4) val items per class for `seed`; test whole.
 
-    ImageNet keeps its whole val (= test) list, as in CoOp. The subset is cached at
-    `<root>/<folder>/split_fewshot/shot_<K>-seed_<S>.json` (or `<cache_dir>/<folder>/...`) and
-    read from there on later calls; a cache listing images the dataset no longer has is an error.
+    ImageNet keeps its whole val (= test) list, as in CoOp. The subset is read from
+    `<cache_dir>/<folder>/shot_<K>-seed_<S>.json`, or else from the data root's
+    `<root>/<folder>/split_fewshot/` (where earlier versions wrote it, as CoOp keeps its pickles);
+    a new draw is written to `cache_dir` only, so the data root may be read-only. A cache listing
+    images the dataset no longer has is an error.
     """
     if shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}; use read_dataset for the full lists")
     spec = get_spec(dataset)
-    full = read_dataset(dataset, root, allow_missing_images=allow_missing_images)
+    full = read_dataset(dataset, root, allow_missing_images=allow_missing_images,
+                        imagenet_order=imagenet_order)
     subsample_val = spec.layout != "imagenet"
-    if cache_dir is None:
-        folder = spec.dataset_dir(root) / "split_fewshot"  # where CoOp keeps its pickles
-    else:
-        folder = Path(cache_dir) / spec.folder
-    path = folder / f"shot_{shots}-seed_{seed}.json"
+    # A draw from ImageNet in file-system order is another subset: it gets its own file.
+    order = f"-{imagenet_order}" if spec.layout == "imagenet" and imagenet_order != "sorted" else ""
+    name = f"shot_{shots}-seed_{seed}{order}.json"
+    places = [spec.dataset_dir(root) / "split_fewshot" / name]
+    if cache_dir is not None:
+        places.insert(0, Path(cache_dir) / spec.folder / name)
     image_root = spec.image_root(root)
-    if path.is_file():
+    path = next((place for place in places if place.is_file()), None)
+    if path is not None:
         log.info("reading the %d-shot subset for seed %d from %s", shots, seed, path)
         cached = _read_cache(path, image_root, full, subsample_val)
     else:
@@ -68,9 +73,10 @@ def fewshot_split(dataset: str, root: str | Path, shots: int, seed: int, *,
         cached = {"train": draw_fewshot(full.train, shots, rng)}
         if subsample_val:
             cached["val"] = draw_fewshot(full.val, min(shots, 4), rng)
-        _write_cache(path, image_root, {"dataset": spec.name, "shots": shots, "seed": seed},
-                     cached)
-        log.info("wrote the %d-shot subset for seed %d to %s", shots, seed, path)
+        if cache_dir is not None:
+            _write_cache(places[0], image_root, {"dataset": spec.name, "shots": shots, "seed": seed},
+                         cached)
+            log.info("wrote the %d-shot subset for seed %d to %s", shots, seed, places[0])
     return DatasetSplits(full.name, full.classnames, cached["train"], cached.get("val", full.val),
                          full.test, skipped=full.skipped)
 

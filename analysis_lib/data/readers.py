@@ -21,6 +21,9 @@ from .registry import DatasetSpec, get_spec
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+# How ImageNet's images are listed in each class folder: sorted by name (the same on every
+# machine, the default) or in the file system's order, as CoOp's reader lists them.
+IMAGENET_ORDERS = ("sorted", "filesystem")
 
 
 class Item(NamedTuple):
@@ -51,17 +54,22 @@ def prompt_classnames(classnames: list[str]) -> list[str]:
     return [name.replace("_", " ") for name in classnames]
 
 
-def read_dataset(name: str, root: str | Path, *,
-                 allow_missing_images: bool = False) -> DatasetSplits:
+def read_dataset(name: str, root: str | Path, *, allow_missing_images: bool = False,
+                 imagenet_order: str = "sorted") -> DatasetSplits:
     """All three splits of dataset `name` under data root `root`.
 
-    For ImageNet, val is the test set (the literature evaluates on ImageNet's val images).
+    For ImageNet, val is the test set (the literature evaluates on ImageNet's val images), and
+    `imagenet_order` (one of IMAGENET_ORDERS) says how each class folder's images are listed.
     """
+    if imagenet_order not in IMAGENET_ORDERS:
+        raise ValueError(f"imagenet_order must be one of {', '.join(IMAGENET_ORDERS)}, got {imagenet_order!r}")
     spec = get_spec(name)
     dataset_dir = _dataset_dir(spec, root)
-    reader = {"split_file": _read_split_file, "imagenet": _read_imagenet,
-              "fgvc_aircraft": _read_fgvc_aircraft}[spec.layout]
-    splits, classnames = reader(spec, dataset_dir)
+    if spec.layout == "imagenet":
+        splits, classnames = _read_imagenet(spec, dataset_dir, imagenet_order == "sorted")
+    else:
+        reader = {"split_file": _read_split_file, "fgvc_aircraft": _read_fgvc_aircraft}[spec.layout]
+        splits, classnames = reader(spec, dataset_dir)
     skipped = 0
     if spec.layout != "imagenet":  # ImageNet's items are listed from disk: nothing can be missing
         splits, skipped = _drop_missing(spec, spec.image_root(root), splits, allow_missing_images)
@@ -139,13 +147,15 @@ def _read_split_file(spec: DatasetSpec, dataset_dir: Path):
     return splits, _classnames_by_label(path, splits)
 
 
-def _image_files(folder: Path) -> list[str]:
-    # Sorted for a machine-independent order; CoOp lists in os.listdir order, which depends on
-    # the file system, so its ImageNet few-shot draws are not portable between machines anyway.
-    return sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
+def _image_files(folder: Path, sort: bool) -> list[str]:
+    # Sorted for a machine-independent order. CoOp lists in os.listdir order, which depends on
+    # the file system, so its ImageNet few-shot draws are not portable between machines;
+    # sort=False follows it (os.scandir and os.listdir read the directory in the same order).
+    names = [e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
+    return sorted(names) if sort else names
 
 
-def _read_imagenet(spec: DatasetSpec, dataset_dir: Path):
+def _read_imagenet(spec: DatasetSpec, dataset_dir: Path, sort_images: bool):
     path = _required_file(spec, dataset_dir / "classnames.txt")
     names = {}
     with open(path, encoding="utf-8") as f:
@@ -172,7 +182,7 @@ def _read_imagenet(spec: DatasetSpec, dataset_dir: Path):
                        disable=None)  # 1.3M files: minutes on a slow disk
         splits[which] = [Item(str(split_dir / wnid / image), label, names[wnid])
                          for label, wnid in enumerate(listing)
-                         for image in _image_files(split_dir / wnid)]
+                         for image in _image_files(split_dir / wnid, sort_images)]
     splits["test"] = splits["val"]
     return splits, [names[w] for w in folders["train"]]
 

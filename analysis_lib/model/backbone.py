@@ -61,7 +61,7 @@ class Backbone:
 
 def load_backbone(model_name: str, pretrained: str | None = None, device: str = "cpu") -> Backbone:
     """Build `model_name` with weights from a tag, a file, or none (random init), frozen in eval mode."""
-    check_weights(model_name, pretrained)
+    check_backbone(model_name, pretrained)
     checkpoint = resolve_weights(model_name, pretrained)
     try:
         clip = open_clip.create_model(model_name, pretrained=checkpoint, device=device)
@@ -89,7 +89,7 @@ def load_backbone(model_name: str, pretrained: str | None = None, device: str = 
     )
 
 
-def check_weights(model_name: str, pretrained: str | None) -> None:
+def check_backbone(model_name: str, pretrained: str | None) -> None:
     """Everything about (model, pretrained) that can be known without loading the weights: a
     known ViT config; a checkpoint file that looks like one, or a known tag whose activation is
     the model's. Each problem is one error naming the setting and the fix."""
@@ -99,6 +99,11 @@ def check_weights(model_name: str, pretrained: str | None) -> None:
             f"unknown model {model_name!r}; use an open_clip ViT config such as "
             f"'ViT-B-16-quickgelu' (for OpenAI weights) or one of the project's: tiny-clip, demo-clip. "
             f"ViT configs available: {', '.join(sorted(vit_models)[:40])}, ...")
+    model_cfg = open_clip.get_model_config(model_name)
+    vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    if not isinstance(vision.get("layers"), int) or "timm_model_name" in vision or "hf_model_name" in text:
+        raise UnknownModelError(f"{model_name!r} is not a ViT CLIP with an open_clip text tower; "
+                                "only those can carry prompts here")
     if pretrained is None:
         return
     if os.path.exists(pretrained):
@@ -112,7 +117,7 @@ def check_weights(model_name: str, pretrained: str | None) -> None:
             f"pretrained={pretrained!r} is neither a checkpoint file nor a known tag ({hint}); "
             "pass an existing checkpoint path or a tag")
     trained_quick = bool(cfg.get("quick_gelu", False))
-    if bool(open_clip.get_model_config(model_name).get("quick_gelu", False)) != trained_quick:
+    if bool(model_cfg.get("quick_gelu", False)) != trained_quick:
         raise ActivationMismatchError(_activation_message(model_name, pretrained, trained_quick))
 
 

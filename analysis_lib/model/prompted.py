@@ -45,7 +45,8 @@ class PromptedCLIP(nn.Module):
         super().__init__()
         clip = backbone.clip
         check_depths(config, len(clip.transformer.resblocks), len(clip.visual.transformer.resblocks))
-        self.config, self.classnames, self.template = config, list(classnames), template
+        self.config, self.classnames = config, list(classnames)
+        self.template = config.text_template or template
         self.clip = clip
         self.backbone, self.tokenizer = backbone, backbone.tokenizer
         self._recorder: Recorder | None = None

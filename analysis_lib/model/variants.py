@@ -3,7 +3,8 @@
     zeroshot  hand template per dataset, nothing learned
     coop      shallow learned text context (text prompts of depth 1)
     text      deep text prompts (language-only IVLP)
-    vision    deep vision prompts (VPT-deep style; text uses the hand template)
+    vision    deep vision prompts (VPT-deep style; text: "a photo of a {}." as in the reference
+              VPT trainer of MaPLe's code, or text_template)
     ivlp      deep text and vision prompts (independent vision-language prompting)
     bias      learned residual-stream biases in the first blocks of each tower
 """
@@ -23,7 +24,7 @@ _DEFAULTS = {
     "zeroshot": {},
     "coop": {"text_n_ctx": 4, "text_depth": 1},
     "text": {"text_n_ctx": 4, "text_depth": 9},
-    "vision": {"vision_n_ctx": 4, "vision_depth": 9},
+    "vision": {"vision_n_ctx": 4, "vision_depth": 9, "text_template": "a photo of a {}."},
     "ivlp": {"text_n_ctx": 4, "text_depth": 9, "vision_n_ctx": 4, "vision_depth": 9},
     "bias": {"bias_where": "both", "bias_text_depth": 12, "bias_vision_depth": 12},
 }
@@ -32,7 +33,7 @@ _ACCEPTS = {
     "zeroshot": set(),
     "coop": {"text_n_ctx", "ctx_init"},
     "text": {"text_n_ctx", "text_depth", "ctx_init"},
-    "vision": {"vision_n_ctx", "vision_depth"},
+    "vision": {"vision_n_ctx", "vision_depth", "text_template"},
     "ivlp": {"text_n_ctx", "text_depth", "vision_n_ctx", "vision_depth", "ctx_init"},
     "bias": {"bias_where", "bias_text_depth", "bias_vision_depth"},
 }
@@ -53,6 +54,7 @@ class VariantConfig:
     bias_where: str | None = None
     bias_text_depth: int = 0
     bias_vision_depth: int = 0
+    text_template: str | None = None  # the class prompts' text; None: the dataset's template
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +84,8 @@ def variant_config(variant: str, **hparams) -> VariantConfig:
         n_ctx = getattr(config, f"{branch}_n_ctx")
         if _DEFAULTS[variant].get(f"{branch}_n_ctx") and not 1 <= n_ctx <= MAX_N_CTX:
             raise VariantError(f"{branch}_n_ctx must be in 1..{MAX_N_CTX}, got {n_ctx}")
+    if config.text_template is not None and config.text_template.count("{}") != 1:
+        raise VariantError(f"text_template must hold one {{}} for the class name, got {config.text_template!r}")
     if variant == "bias" and config.bias_where not in BIAS_PLACES:
         raise VariantError(f"bias_where must be one of {', '.join(BIAS_PLACES)}, got {config.bias_where!r}")
     return config

@@ -8,7 +8,6 @@ standard deviation over seeds; undefined, so empty, for a single seed).
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..files import write_text_atomic
+from ..files import read_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +36,8 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
     """The metrics.json records of finished runs (each must carry the keys the table needs)."""
     records = []
     for path in paths:
-        record = json.loads(Path(path).read_text())
-        missing = [key for key in _KEYS if key not in record]
+        record = read_json(path, "run the sweep again: it re-runs that run")
+        missing = [key for key in _KEYS if key not in record] if isinstance(record, dict) else _KEYS
         if missing:
             raise ValueError(f"{path} lacks {', '.join(missing)}: not a metrics.json the sweep completed")
         records.append(record)

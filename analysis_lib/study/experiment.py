@@ -20,17 +20,18 @@ from pathlib import Path
 
 import yaml
 
-from ..checks import ConfigError, check_type, unknown_name_error
+from ..checks import ConfigError, check_folder, check_type, unknown_name_error
 from .train_config import TrainConfig
-from ..model.variants import VARIANTS, VariantConfig, variant_config
+from ..model.variants import VARIANTS, VariantConfig, VariantError, check_depths, variant_config
 
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_SEEDS = (1, 2, 3)
 REQUIRED_KEYS = ("datasets", "variants", "model", "data_root")
-OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device", "analysis", "reuse_kernels")
+OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device", "analysis", "reuse_kernels",
+                 "cache_dir")
 # Parameters that say where things are, not what is computed: left out of the config hash, so
-# moving the data or the runs does not make finished runs look stale.
-LOCATION_KEYS = ("data_root", "output_dir")
+# moving the data, the runs or the few-shot caches does not make finished runs look stale.
+LOCATION_KEYS = ("data_root", "output_dir", "cache_dir")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -75,6 +76,7 @@ class Experiment:
     device: str
     analysis: AnalysisConfig | None = None
     reuse_kernels: bool = False  # one kernel per sweep worker, cleared between runs (sweep.py)
+    cache_dir: str | None = None  # few-shot subsets (default: <output_root>/split_fewshot)
 
     def runs(self) -> list[Run]:
         """Every (dataset, variant, seed), datasets outermost, in the file's order."""
@@ -88,6 +90,7 @@ class Experiment:
         train = TrainConfig.from_dict({**asdict(self.train), **overrides})
         params = {"dataset": dataset, "variant": kind, "variant_params": spec, "seed": seed,
                   "model": self.model, "pretrained": self.pretrained, "data_root": self.data_root,
+                  "cache_dir": self.cache_dir or f"{self.output_root}/split_fewshot",
                   "device": self.device, **asdict(train)}
         return Run(run_id=f"{dataset}/{variant_name}/seed{seed}", dataset=dataset,
                    variant_name=variant_name, seed=seed, params=params,
@@ -103,6 +106,30 @@ def config_hash(params: Mapping) -> str:
     """sha256 of the canonical JSON (sorted keys, no spaces) of `hashed_config(params)`."""
     canonical = json.dumps(hashed_config(params), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_runnable(experiment: Experiment) -> None:
+    """What would stop every run after its kernel started, checked before any starts: the model
+    name, the checkpoint file or tag (and that its weights are cached or can be downloaded), the
+    device, and each variant's depths against the model's blocks. One ExperimentError."""
+    import open_clip
+    from ..model.backbone import check_backbone, resolve_weights
+    from .one_run import check_device
+    try:
+        check_device("device", experiment.device)
+        check_backbone(experiment.model, experiment.pretrained)
+        cfg = open_clip.get_model_config(experiment.model)
+        blocks = cfg["text_cfg"]["layers"], cfg["vision_cfg"]["layers"]
+        hparam_keys = set(VariantConfig.__dataclass_fields__) - {"variant"}
+        for name, spec in experiment.variants.items():
+            try:
+                config = variant_config(spec["variant"], **{k: v for k, v in spec.items() if k in hparam_keys})
+                check_depths(config, *blocks)
+            except VariantError as err:
+                raise ConfigError(f"variants.{name}: {err} (model {experiment.model})") from None
+        resolve_weights(experiment.model, experiment.pretrained, download=False)
+    except (ValueError, FileNotFoundError) as err:
+        raise ExperimentError(f"{experiment.path}: {err}") from None
 
 
 def registered_datasets() -> list[str]:
@@ -123,8 +150,8 @@ def load_experiment(path: str | Path, known_datasets: Collection[str] | None = N
     if not path.is_file():
         raise ExperimentError(f"experiment file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ExperimentError(f"{path} is not valid YAML: {err}") from None
     try:
         return _parse(path, raw, known_datasets if known_datasets is not None else registered_datasets(),
@@ -158,13 +185,18 @@ def _parse(path: Path, raw, known_datasets: Collection[str], data_root_override,
     if require_data and not Path(data_root).expanduser().is_dir():
         raise ConfigError(f"data_root {data_root} (here: {Path(data_root).expanduser().absolute()}) "
                           "does not exist; set data_root in the file or pass --data-root DIR")
+    output_root = check_type("output_root", raw.get("output_root", f"runs/{path.stem}"), str)
+    check_folder("output_root", output_root)
+    cache_dir = check_type("cache_dir", raw.get("cache_dir"), str | None)
+    if cache_dir is not None:
+        check_folder("cache_dir", cache_dir)
     notebook = check_type("notebook", raw.get("notebook", DEFAULT_NOTEBOOK), str)
     if not Path(notebook).is_file():
         raise ConfigError(f"notebook {notebook} not found (relative paths start at the directory "
                           "the sweep runs from, normally the repository root)")
     return Experiment(path=path, datasets=datasets, variants=variants, seeds=seeds, train=train,
                       model=model, pretrained=pretrained, data_root=data_root,
-                      output_root=check_type("output_root", raw.get("output_root", f"runs/{path.stem}"), str),
+                      output_root=output_root, cache_dir=cache_dir,
                       notebook=notebook, device=check_type("device", raw.get("device", "auto"), str),
                       analysis=_analysis(raw.get("analysis"), datasets, variants, seeds),
                       reuse_kernels=check_type("reuse_kernels", raw.get("reuse_kernels", False), bool))

@@ -11,6 +11,7 @@ import logging
 import platform
 import time
 import typing
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -23,9 +24,9 @@ from ..files import write_text_atomic
 from ..data.transforms import ItemDataset, eval_transform, train_transform
 from ..model.prompted import build_model
 from .aggregate import harmonic_mean
-from ..checks import check_type
+from ..checks import ConfigError, check_folder, check_type, unknown_name_error
 from .train_config import TrainConfig
-from .trainer import evaluate, set_seed, train
+from .trainer import evaluate, set_seed, torch_threads, train
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class RunSettings:
     variant: str
     data_root: str
     output_dir: str
+    cache_dir: str | None = None  # few-shot subsets are cached here (None: in the run folder)
     variant_params: dict = field(default_factory=dict)
     seed: int = 1
     model: str = "ViT-B-16-quickgelu"
@@ -55,10 +57,25 @@ class RunSettings:
         for f in fields(self):
             if f.name != "train":
                 check_type(f"parameter {f.name!r}", getattr(self, f.name), hints[f.name])
+        check_device("parameter 'device'", self.device)
 
     @classmethod
-    def from_parameters(cls, namespace: dict) -> "RunSettings":
-        """Settings from a notebook's parameters: this class's fields plus the TrainConfig keys."""
+    def parameter_names(cls) -> list[str]:
+        """The train notebook's parameters: this class's fields and the TrainConfig keys."""
+        return sorted(({f.name for f in fields(cls)} - {"train"}) | set(TrainConfig.keys()))
+
+    @classmethod
+    def from_parameters(cls, namespace: dict, defined_before: Collection[str] | None = None) -> "RunSettings":
+        """Settings from a notebook's parameters: this class's fields plus the TrainConfig keys.
+
+        With ``defined_before`` (the names the notebook defined before its parameters cell),
+        every other public name must be a parameter: papermill injects any ``-p NAME VALUE``,
+        and a misspelt name (``-p epoch 1``) would otherwise be ignored."""
+        if defined_before is not None:
+            unknown = sorted(name for name in namespace if name not in defined_before
+                             and not name.startswith("_") and name not in cls.parameter_names())
+            if unknown:
+                raise unknown_name_error("notebook parameters", "parameter", unknown[0], cls.parameter_names())
         own = {f.name for f in fields(cls)} - {"train"}
         return cls(**{k: namespace[k] for k in own if k in namespace},
                    train=TrainConfig(**{k: namespace[k] for k in TrainConfig.keys() if k in namespace}))
@@ -69,9 +86,22 @@ class RunSettings:
         return {**flat, **flat.pop("train")}
 
 
+def check_device(where: str, device: str) -> None:
+    """``device`` is "auto" or a string torch reads as a device."""
+    if device == "auto":
+        return
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"{where} {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+
+
 def resolve_device(device: str) -> torch.device:
+    check_device("device", device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: this machine has no usable CUDA GPU; use device auto or cpu")
     return torch.device(device)
 
 
@@ -81,17 +111,30 @@ def versions() -> dict:
             "open_clip": open_clip.__version__}
 
 
+def fewshot_cache(settings: RunSettings) -> Path:
+    """Where the run caches its few-shot subset: cache_dir, else the run folder."""
+    return Path(settings.cache_dir or Path(settings.output_dir) / "split_fewshot")
+
+
 def run_training(settings: RunSettings) -> dict:
-    """Train and evaluate one (dataset, variant, seed); write the run folder; return the metrics."""
+    """Train and evaluate one (dataset, variant, seed) with the configured number of CPU
+    threads; write the run folder; return the metrics."""
+    with torch_threads(settings.train.threads):
+        return _run_training(settings)
+
+
+def _run_training(settings: RunSettings) -> dict:
     start = time.perf_counter()
-    out = Path(settings.output_dir)
+    out = check_folder("output_dir", settings.output_dir)
+    check_folder("cache_dir", fewshot_cache(settings))
     out.mkdir(parents=True, exist_ok=True)
     set_seed(settings.seed)
     device = resolve_device(settings.device)
     backbone = load_backbone(settings.model, settings.pretrained, device=str(device))
     spec = data.get_spec(settings.dataset)
     cfg = settings.train
-    splits = data.fewshot_split(settings.dataset, settings.data_root, cfg.shots, settings.seed)
+    splits = data.fewshot_split(settings.dataset, settings.data_root, cfg.shots, settings.seed,
+                                cache_dir=fewshot_cache(settings), imagenet_order=cfg.imagenet_order)
     base, novel = data.split_classes(splits, "base"), data.split_classes(splits, "novel")
 
     model = build_model(settings.variant, backbone, data.prompt_classnames(base.classnames),

@@ -4,17 +4,17 @@ Analyses start here, so that they see exactly the model and the few-shot split t
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.data import DataLoader
 
 from .. import data
+from ..files import read_json
 from ..model.backbone import Backbone, load_backbone
 from ..data.transforms import ItemDataset, eval_transform
 from ..model.prompted import PromptedCLIP, build_model
-from .one_run import METRICS_FILE, PARAMS_FILE, RunSettings, resolve_device
+from .one_run import METRICS_FILE, PARAMS_FILE, RunSettings, fewshot_cache, resolve_device
 from .trainer import set_seed
 
 
@@ -52,11 +52,15 @@ def load_run(run_dir: str | Path, device: str = "auto", data_root: str | None = 
     if not metrics_file.is_file():
         raise RunFolderError(f"{run_dir} has no {METRICS_FILE}: it is not a finished run folder "
                              "(run the sweep, or point at another folder)")
-    metrics = json.loads(metrics_file.read_text())
+    metrics = read_json(metrics_file, "this run folder is damaged: run the sweep again to redo the run")
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("settings"), dict):
+        raise RunFolderError(f"{metrics_file} holds no run settings: it was not written by a run "
+                             "(run the sweep again to redo the run)")
     settings = RunSettings.from_parameters({**metrics["settings"], "output_dir": str(run_dir),
                                             "data_root": data_root or metrics["settings"]["data_root"]})
     set_seed(settings.seed)  # as the run did: a randomly initialised backbone comes out the same
     backbone = load_backbone(settings.model, settings.pretrained, device=str(resolve_device(device)))
-    splits = data.fewshot_split(settings.dataset, settings.data_root, settings.train.shots, settings.seed)
+    splits = data.fewshot_split(settings.dataset, settings.data_root, settings.train.shots, settings.seed,
+                                cache_dir=fewshot_cache(settings), imagenet_order=settings.train.imagenet_order)
     return LoadedRun(settings, metrics, backbone,
                      {c: data.split_classes(splits, c) for c in ("base", "novel")})

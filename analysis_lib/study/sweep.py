@@ -42,7 +42,7 @@ from jupyter_core.utils import run_sync
 from tqdm.auto import tqdm
 
 from .experiment import Run, hashed_config
-from ..files import write_text_atomic
+from ..files import FileContentError, read_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +143,15 @@ def run_folder(output_root: Path, run: Run) -> Path:
 
 def is_complete(folder: Path, config_hash: str) -> bool:
     """Whether ``folder`` holds a finished run of exactly this configuration."""
-    try:
-        return json.loads((Path(folder) / METRICS_FILE).read_text()).get("config_hash") == config_hash
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, AttributeError):
+    path = Path(folder) / METRICS_FILE
+    if not path.exists():
         return False
+    try:
+        metrics = read_json(path, "the run will be run again")
+    except FileContentError as err:
+        log.warning("%s", err)
+        return False
+    return isinstance(metrics, dict) and metrics.get("config_hash") == config_hash
 
 
 def select_runs(runs: list[Run], patterns: Iterable[str] | None) -> list[Run]:
@@ -212,7 +217,7 @@ def _stamp_metrics(path: Path, run: Run, timing: dict) -> None:
     """Add the run's identity and config hash to the notebook's metrics.json: the completion mark."""
     if not path.is_file():
         raise FileNotFoundError(f"the notebook finished without writing {METRICS_FILE} into output_dir")
-    metrics = json.loads(path.read_text())
+    metrics = read_json(path, "the train notebook must write its metrics as JSON")
     metrics.update({"run_id": run.run_id, "dataset": run.dataset, "variant_name": run.variant_name,
                     "seed": run.seed, "config": hashed_config(run.params),
                     "config_hash": run.config_hash, "papermill": timing})

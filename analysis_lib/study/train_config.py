@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from ..checks import ConfigError, check_type, unknown_name_error
+from ..data.readers import IMAGENET_ORDERS
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -32,13 +33,18 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on a GPU, fp32 on the CPU
     eval_batch_size: int = 100
     num_workers: int = 2  # DataLoader worker processes
+    # torch's CPU threads in the run's process. Results depend on it in the last bits (float
+    # sums split over threads), so it is a setting, the same whether the sweep runs in this
+    # process or on Dask workers, instead of whatever the process inherits.
+    threads: int = 1
+    imagenet_order: str = "sorted"  # ImageNet's images per class folder: sorted, or "filesystem" as CoOp
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
             object.__setattr__(self, f.name, check_type(f.name, getattr(self, f.name), hints[f.name]))
         for name, lowest in (("shots", 1), ("epochs", 0), ("batch_size", 1), ("warmup_epochs", 0),
-                             ("eval_batch_size", 1), ("num_workers", 0)):
+                             ("eval_batch_size", 1), ("num_workers", 0), ("threads", 1)):
             if getattr(self, name) < lowest:
                 raise ConfigError(f"{name} must be at least {lowest}, got {getattr(self, name)}")
         for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
@@ -48,6 +54,9 @@ class TrainConfig:
             raise ConfigError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.imagenet_order not in IMAGENET_ORDERS:
+            raise ConfigError(f"imagenet_order must be one of {', '.join(IMAGENET_ORDERS)}, "
+                              f"got {self.imagenet_order!r}")
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

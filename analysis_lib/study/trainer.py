@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -30,6 +30,17 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
+
+
+@contextmanager
+def torch_threads(n: int):
+    """torch uses ``n`` CPU threads within the block, then as many as before."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def learning_rate(epoch: int, lr: float, epochs: int, warmup_epochs: int, warmup_lr: float) -> float:
