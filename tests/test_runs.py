@@ -1,5 +1,7 @@
 """A training run end to end on the miniature data, read back by the analyses."""
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,9 @@ from analysis_lib.stats.causal import ablation_accuracy
 from analysis_lib.study.one_run import RunSettings, run_training
 from analysis_lib.study.run_folder import RunFolderError, load_run
 from analysis_lib.checks import ConfigError
+from analysis_lib.study.train_config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_run_folder_and_reload(ivlp_run):
@@ -43,3 +48,97 @@ def test_wrong_parameter_type():
                                          epochs="3"))
     with pytest.raises(ConfigError, match="parameter 'seed' must be an integer, got 1.5"):
         RunSettings(dataset="OxfordPets", variant="ivlp", data_root="d", output_dir="o", seed=1.5)
+
+
+def notebook_cells(name="train.ipynb"):
+    import nbformat
+    return nbformat.read(REPO / "notebooks" / name, as_version=4).cells
+
+
+def test_train_notebook_defaults_are_train_config_and_every_name_a_parameter():
+    """Executing the notebook's cells up to its parameters gives TrainConfig's defaults, and the
+    parameters cell defines parameters only."""
+    code = [cell for cell in notebook_cells() if cell.cell_type == "code"]
+    index = next(i for i, cell in enumerate(code) if "parameters" in cell.metadata.get("tags", []))
+    namespace: dict = {}
+    for cell in code[:index]:
+        exec(cell.source, namespace)
+    before = set(namespace) | {"_names_before_parameters"}
+    exec(code[index].source, namespace)
+    assert sorted(set(namespace) - before) == RunSettings.parameter_names()
+    settings = RunSettings.from_parameters(namespace, defined_before=before)
+    assert settings.train == TrainConfig()
+
+
+def test_misspelt_notebook_parameter_is_an_error():
+    with pytest.raises(ConfigError) as info:
+        RunSettings.from_parameters(dict(dataset="OxfordPets", variant="ivlp", data_root="d", output_dir="o",
+                                         epoch=1, In=[]), defined_before={"In"})
+    assert str(info.value).startswith("notebook parameters: unknown parameter 'epoch' (did you mean 'epochs'?)")
+
+
+def test_unknown_parameter_fails_the_train_notebook(data_root, tmp_path):
+    """`papermill ... -p epoch 1` (for epochs) stops the notebook before it trains. (The sweep
+    passes parameters through papermill alike; its experiment file refuses unknown keys first.)"""
+    params = {"dataset": "OxfordPets", "data_root": data_root, "output_dir": tmp_path / "run",
+              "model": "tiny-clip", "epoch": 1}
+    done = subprocess.run([str(Path(sys.executable).with_name("papermill")), "notebooks/train.ipynb",
+                           str(tmp_path / "out.ipynb"), *(arg for key, value in params.items()
+                                                          for arg in ("-p", key, str(value))),
+                           "-p", "pretrained", "None", "--log-level", "ERROR"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "ConfigError: notebook parameters: unknown parameter 'epoch' (did you mean 'epochs'?)" in done.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def tree(root: Path) -> dict:
+    """Every path under root with its size and modification time."""
+    return {p.relative_to(root): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_read_only_data_root_works_end_to_end(copy_dataset, tmp_path_factory):
+    """The data root is only read: chmod'ed read-only (which does not stop root, so the tree is
+    also compared before and after), a run trains, caches its subset in the run folder, reloads."""
+    root = copy_dataset("OxfordPets")
+    before = tree(root)
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        out = tmp_path_factory.mktemp("run")  # copy_dataset's root is tmp_path: write elsewhere
+        settings = RunSettings(dataset="OxfordPets", variant="coop", data_root=str(root), output_dir=str(out),
+                               variant_params={"text_n_ctx": 2}, model="tiny-clip", pretrained=None,
+                               progress=False, train=TrainConfig(shots=1, epochs=1, num_workers=0))
+        metrics = run_training(settings)
+        assert (out / "split_fewshot" / "oxford_pets" / "shot_1-seed_1.json").is_file()
+        assert metrics["n_train_images"] == len(load_run(out).splits["base"].train)
+        assert tree(root) == before
+    finally:
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda p: p.write_bytes(b'{"base_acc": "\xff"}'), "is not UTF-8 text (byte 14)"),
+    (lambda p: p.mkdir(), "is a folder, not a file"),
+])
+def test_damaged_metrics_file_is_named(tmp_path, damage, problem):
+    from analysis_lib.study.aggregate import load_metrics
+    from analysis_lib.study.sweep import is_complete
+    path = tmp_path / "metrics.json"
+    damage(path)
+    for read in (lambda: load_metrics([path]), lambda: load_run(tmp_path)):
+        with pytest.raises(ValueError) as info:
+            read()
+        assert str(info.value).startswith(f"{path} {problem}; ")
+    assert not is_complete(tmp_path, "any")  # the sweep runs such a run again
+
+
+def test_output_dir_that_is_a_file_is_named(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    settings = RunSettings(dataset="OxfordPets", variant="ivlp", data_root="d", output_dir=str(taken / "run"))
+    with pytest.raises(ConfigError, match=f"output_dir {taken / 'run'} lies under {taken}, which is a file"):
+        run_training(settings)
+    with pytest.raises(ConfigError, match="parameter 'device' 'gpu' is not a device; use auto, cpu, cuda"):
+        RunSettings(dataset="OxfordPets", variant="ivlp", data_root="d", output_dir="o", device="gpu")

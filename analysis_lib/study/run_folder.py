@@ -49,7 +49,7 @@ def load_run(run_dir: str | Path, device: str = "auto", data_root: str | None = 
     """Rebuild a run from its folder; ``data_root`` overrides where the data lives now."""
     run_dir = Path(run_dir)
     metrics_file = run_dir / METRICS_FILE
-    if not metrics_file.is_file():
+    if not metrics_file.exists():
         raise RunFolderError(f"{run_dir} has no {METRICS_FILE}: it is not a finished run folder "
                              "(run the sweep, or point at another folder)")
     metrics = read_json(metrics_file, "this run folder is damaged: run the sweep again to redo the run")
