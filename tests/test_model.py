@@ -158,6 +158,18 @@ def test_text_prompts_start_from_template_words(tiny):
     assert random_init.prompt_texts[0] == "X X X X X X cat."
 
 
+def test_vision_variant_text_follows_the_reference_vpt_trainer(tiny):
+    """The reference VPT trainer (MaPLe's code) prompts "a photo of a {}." on every dataset;
+    text_template chooses another, and the dataset's template stays with zero-shot."""
+    pets = "a photo of a {}, a type of pet."
+    assert build_model("vision", tiny, CLASSES, pets, vision_depth=2).prompt_texts[0] == "a photo of a cat."
+    assert build_model("zeroshot", tiny, CLASSES, pets).prompt_texts[0] == "a photo of a cat, a type of pet."
+    own = build_model("vision", tiny, CLASSES, pets, vision_depth=2, text_template="itap of a {}.")
+    assert own.prompt_texts[0] == "itap of a cat."
+    with pytest.raises(VariantError, match="text_template must hold one {} for the class name"):
+        build_model("vision", tiny, CLASSES, pets, vision_depth=2, text_template="a photo")
+
+
 def test_save_load_reproduces_logits_bit_for_bit(tiny, tmp_path):
     a = randomise(build_model("ivlp", tiny, CLASSES, TEMPLATE, text_depth=2, vision_depth=2), seed=1)
     path = tmp_path / "prompts.safetensors"

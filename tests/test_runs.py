@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from analysis_lib.stats.causal import ablation_accuracy
 from analysis_lib.study.one_run import RunSettings, run_training
@@ -142,3 +143,25 @@ def test_output_dir_that_is_a_file_is_named(tmp_path):
         run_training(settings)
     with pytest.raises(ConfigError, match="parameter 'device' 'gpu' is not a device; use auto, cpu, cuda"):
         RunSettings(dataset="OxfordPets", variant="ivlp", data_root="d", output_dir="o", device="gpu")
+
+
+def test_run_uses_its_configured_thread_count(data_root, tmp_path, monkeypatch):
+    """Results may depend on torch's CPU thread count, so a run sets its own (TrainConfig.threads)
+    instead of the one its process inherited (Dask workers get 1, a plain process all cores)."""
+    from analysis_lib.study import one_run
+    seen = []
+    real_train = one_run.train
+
+    def train(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_train(*args, **kwargs)
+    monkeypatch.setattr(one_run, "train", train)
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    settings = RunSettings(dataset="OxfordPets", variant="coop", data_root=str(data_root),
+                           output_dir=str(tmp_path), variant_params={"text_n_ctx": 2}, model="tiny-clip",
+                           pretrained=None, progress=False,
+                           train=TrainConfig(shots=1, epochs=1, num_workers=0, threads=wanted))
+    metrics = run_training(settings)
+    assert seen == [wanted] and torch.get_num_threads() == before
+    assert metrics["settings"]["threads"] == wanted

@@ -61,10 +61,14 @@ def write_notebook(path: Path, control: Path) -> None:
     nbformat.write(nb, path)
 
 
+IVLP = {"ivlp": {"variant": "ivlp", "text_depth": 2, "vision_depth": 2}}  # fits tiny-clip's 2 blocks
+
+
 def experiment_dict(**changes) -> dict:
     spec = {"datasets": ["Toy"], "seeds": [1, 2],
-            "variants": {"ivlp": {"variant": "ivlp", "text_n_ctx": 4, "text_depth": 2},
-                         "bias_mlp": {"variant": "bias", "bias_where": "mlp", "lr": 0.01}},
+            "variants": {"ivlp": {"variant": "ivlp", "text_n_ctx": 4, "text_depth": 2, "vision_depth": 2},
+                         "bias_mlp": {"variant": "bias", "bias_where": "mlp", "bias_text_depth": 2,
+                                      "bias_vision_depth": 2, "lr": 0.01}},
             "train": {"epochs": 2, "warmup_lr": 1.0e-5},
             "model": {"name": "tiny-clip", "pretrained": None},
             "data_root": "data", "output_root": "runs", "notebook": "train.ipynb"}
@@ -102,9 +106,11 @@ def test_runs_expand_with_stable_ids_and_hashes(project):
     assert [r.run_id for r in runs] == ["Toy/ivlp/seed1", "Toy/ivlp/seed2",
                                         "Toy/bias_mlp/seed1", "Toy/bias_mlp/seed2"]
     ivlp, bias = runs[0].params, runs[2].params
-    assert ivlp["variant"] == "ivlp" and ivlp["variant_params"] == {"text_n_ctx": 4, "text_depth": 2}
+    assert ivlp["variant"] == "ivlp" and ivlp["variant_params"] == {"text_n_ctx": 4, "text_depth": 2,
+                                                                    "vision_depth": 2}
     assert ivlp["lr"] == TrainConfig().lr and bias["lr"] == 0.01  # a variant overrides train keys
-    assert bias["variant_params"] == {"bias_where": "mlp"} and ivlp["epochs"] == 2
+    assert bias["variant_params"] == {"bias_where": "mlp", "bias_text_depth": 2, "bias_vision_depth": 2}
+    assert ivlp["epochs"] == 2
     assert set(TrainConfig.keys()) <= set(ivlp)
     assert len({r.config_hash for r in runs}) == 4
     # Stable across loads, blind to where the data lies, sensitive to every other parameter.
@@ -138,7 +144,7 @@ def test_paper_and_demo_experiments(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"dataset": ["Toy"]}, "top level: unknown key 'dataset' (did you mean 'datasets'?); valid: analysis, data_root, datasets"),
+    ({"dataset": ["Toy"]}, "top level: unknown key 'dataset' (did you mean 'datasets'?); valid: analysis, cache_dir, data_root, datasets"),
     ({"datasets": ["Toyy"]}, "datasets: unknown dataset 'Toyy' (did you mean 'Toy'?); valid: Toy, Other"),
     ({"variants": {"v": {"variant": "ivpl"}}}, "variants.v.variant: unknown variant 'ivpl' (did you mean 'ivlp'?)"),
     ({"variants": {"v": {"variant": "ivlp", "n_ctx": 4}}}, "variants.v: unknown key 'n_ctx'"),
@@ -165,6 +171,38 @@ def test_bad_experiment_inputs_give_one_clear_error(project, changes, message):
         load_experiment(path, KNOWN)
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
+
+
+def test_output_root_that_is_a_file_is_named(project):
+    (project / "taken").write_text("a file")
+    path = write_experiment(project, output_root="taken")
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path, KNOWN)
+    assert str(info.value) == f"{path}: output_root taken is a file; give a folder (or move the file away)"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model": {"name": "tiny-clipp", "pretrained": None}}, "unknown model 'tiny-clipp'"),
+    ({"model": {"name": "tiny-clip", "pretrained": "missing.pt"}},
+     "pretrained='missing.pt' is neither a checkpoint file nor a known tag"),
+    ({"model": {"name": "ViT-B-16", "pretrained": "openai"}},
+     "model 'ViT-B-16' uses GELU, but the 'openai' weights were trained with QuickGELU and would "
+     "compute other features; use model 'ViT-B-16-quickgelu' with pretrained 'openai'"),
+    ({"device": "gpu"}, "device 'gpu' is not a device; use auto, cpu, cuda or cuda:N"),
+    ({"variants": {"deep": {"variant": "ivlp", "text_depth": 2, "vision_depth": 9}}},
+     "variants.deep: vision_depth must be in 1..2 for this backbone (2 blocks), got 9 (model tiny-clip)"),
+    ({"variants": {"v": {"variant": "vision", "text_template": "a photo"}}},
+     "variants.v: text_template must hold one {} for the class name, got 'a photo'"),
+])
+def test_dry_run_checks_what_would_fail_every_run(project, capsys, changes, message):
+    """Each of these would fail every run after its kernel started; the dry run and the sweep
+    refuse them at once, naming the setting."""
+    path = write_experiment(project, **changes)
+    for extra in (["--dry-run"], ["--workers", "0"]):
+        assert main(["sweep", str(path), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: ") and message in err
+    assert executions(project) == [] and not (project / "runs").exists()
 
 
 def test_missing_key_and_variant_checks(project):
@@ -212,7 +250,7 @@ def test_resumed_sweep_does_no_work_for_completed_runs(project):
 
 
 def test_half_finished_runs_are_rerun(project):
-    runs = load_experiment(write_experiment(project, seeds=[1], variants={"ivlp": {"variant": "ivlp"}},
+    runs = load_experiment(write_experiment(project, seeds=[1], variants=IVLP,
                                             datasets=["Toy", "Other"]), KNOWN).runs()
     toy, other = (project / "runs" / r.run_id for r in runs)
     leftover = toy.with_name(toy.name + ".tmp-0123abcd")  # a run killed before its rename
@@ -233,7 +271,7 @@ def test_half_finished_runs_are_rerun(project):
 def test_killed_sweep_leaves_nothing_complete_and_is_rerun(project, capsys):
     """Kill a real sweep process while its notebook runs; meanwhile a second sweep into the same
     folder is refused; after the kill the next sweep re-runs that run."""
-    exp = write_experiment(project, seeds=[1], variants={"ivlp": {"variant": "ivlp"}})
+    exp = write_experiment(project, seeds=[1], variants=IVLP)
     (project / "control" / "sleep").touch()
     script = ("import sys, analysis_lib.study.experiment as e; e.registered_datasets = lambda: ['Toy'];"
               "from analysis_lib.__main__ import main; sys.exit(main(sys.argv[1:]))")
@@ -266,7 +304,7 @@ def test_killed_sweep_leaves_nothing_complete_and_is_rerun(project, capsys):
 
 def test_failing_run_on_local_cluster_does_not_stop_the_others(project, capsys):
     """The one test through a real LocalCluster: two workers, three runs, one fails."""
-    exp = write_experiment(project, seeds=[1, 2, 3], variants={"ivlp": {"variant": "ivlp"}})
+    exp = write_experiment(project, seeds=[1, 2, 3], variants=IVLP)
     (project / "control" / "fail-Toy-2").touch()
     assert main(["sweep", str(exp), "--workers", "2"]) == 1
     out = capsys.readouterr().out
@@ -298,7 +336,7 @@ def test_kernel_runs_on_this_interpreter_whatever_kernelspecs_say(project, monke
                                                    "display_name": "elsewhere", "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(project / "jupyter"))
     assert KernelSpecManager().get_kernel_spec("python3").argv[0] == "/nonexistent/python"
-    runs = load_experiment(write_experiment(project, seeds=[1], variants={"ivlp": {"variant": "ivlp"}}),
+    runs = load_experiment(write_experiment(project, seeds=[1], variants=IVLP),
                            KNOWN).runs()
     assert [r.status for r in run_sweep(runs, "train.ipynb", "runs", workers=0)] == ["done"]
     metrics = json.loads((project / "runs" / runs[0].run_id / METRICS_FILE).read_text())
@@ -415,3 +453,23 @@ def test_reused_kernel_trains_exactly_like_a_fresh_one(data_root, tmp_path, monk
     assert [r.status for r in reused + fresh] == ["done"] * 3
     a, b = (load_file(str(Path(r.folder) / "trainable.safetensors")) for r in (reused[1], fresh[0]))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_results_are_bit_identical_in_this_process_and_on_dask_workers(data_root, tmp_path, monkeypatch):
+    """--workers 0 and --workers 1 train alike although their kernels inherit different thread
+    counts (Dask sets OMP_NUM_THREADS=1 in its workers; here this process's is 2)."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({
+        "datasets": ["OxfordPets"], "seeds": [1], "model": {"name": "tiny-clip", "pretrained": None},
+        "data_root": str(data_root), "output_root": str(tmp_path / "runs"),
+        "train": {"shots": 2, "epochs": 2, "num_workers": 0},
+        "variants": {"ivlp": {"variant": "ivlp", "text_depth": 2, "vision_depth": 2}}}))
+    runs = load_experiment(path).runs()
+    here, dask = (run_sweep(runs, "notebooks/train.ipynb", str(tmp_path / name), workers=workers)[0]
+                  for name, workers in (("here", 0), ("dask", 1)))
+    assert here.status == dask.status == "done"
+    a, b = (load_file(str(Path(r.folder) / "trainable.safetensors")) for r in (here, dask))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (Path(here.folder) / "loss.csv").read_text() == (Path(dask.folder) / "loss.csv").read_text()
