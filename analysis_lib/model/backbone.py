@@ -58,7 +58,6 @@ class Backbone:
         return self.clip.logit_scale.device
 
 
-
 def load_backbone(model_name: str, pretrained: str | None = None, device: str = "cpu") -> Backbone:
     """Build `model_name` with weights from a tag, a file, or none (random init), frozen in eval mode."""
     check_backbone(model_name, pretrained)
@@ -72,9 +71,6 @@ def load_backbone(model_name: str, pretrained: str | None = None, device: str = 
                               f"({type(err).__name__}: {str(err).splitlines()[0][:300]}); pass the "
                               f"checkpoint of {model_name}'s architecture, or the model it was "
                               "trained as") from err
-    if not isinstance(clip, open_clip.model.CLIP) or not hasattr(clip.visual, "conv1"):
-        raise UnknownModelError(f"{model_name!r} is not a ViT CLIP with an open_clip text tower; "
-                                "only those can carry prompts here")
     clip = clip.eval().requires_grad_(False)
     pre = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
     size = clip.visual.image_size
@@ -101,7 +97,8 @@ def check_backbone(model_name: str, pretrained: str | None) -> None:
             f"ViT configs available: {', '.join(sorted(vit_models)[:40])}, ...")
     model_cfg = open_clip.get_model_config(model_name)
     vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
-    if not isinstance(vision.get("layers"), int) or "timm_model_name" in vision or "hf_model_name" in text:
+    if (not isinstance(vision.get("layers"), int) or "timm_model_name" in vision or "hf_model_name" in text
+            or model_cfg.get("custom_text")):
         raise UnknownModelError(f"{model_name!r} is not a ViT CLIP with an open_clip text tower; "
                                 "only those can carry prompts here")
     if pretrained is None:
