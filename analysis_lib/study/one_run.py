@@ -23,6 +23,7 @@ from ..files import write_text_atomic
 from ..data.transforms import ItemDataset, eval_transform, train_transform
 from ..model.prompted import build_model
 from .aggregate import harmonic_mean
+from .experiment import METRICS_FILE
 from ..checks import check_type
 from .train_config import TrainConfig
 from .trainer import evaluate, set_seed, train
@@ -30,7 +31,6 @@ from .trainer import evaluate, set_seed, train
 log = logging.getLogger(__name__)
 
 PARAMS_FILE = "trainable.safetensors"
-METRICS_FILE = "metrics.json"
 LOSS_FILE = "loss.csv"
 
 
