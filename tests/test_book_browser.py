@@ -2,16 +2,19 @@
 
 The test builds the book from a temporary copy of its configuration and pages, with the
 generated chapters replaced by stand-ins (an executed notebook holding two attention
-explorers, a scatter and a widget made from random data; one-line pages for the others),
-serves the site on 127.0.0.1 and drives Debian's chromium through playwright-core
-(tests/browser/check_book.mjs). tests/browser/setup.sh installs both when missing.
+explorers, a scatter, a chart wider than the page and a widget made from random data; one-line
+pages for the others), serves the site on 127.0.0.1 and drives Debian's chromium through
+playwright-core (tests/browser/check_book.mjs). `make browser-deps` installs both; without them
+the tests skip, saying so.
 
 Set BOOK_HTML=_build/html to run the same browser check on a book built by `make book`.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,21 +34,24 @@ from ipywidgets import IntSlider
 from ipywidgets.embed import embed_data
 
 from analysis_lib.report import charts
+from analysis_lib.report.notebooks import tag_for_book
 from analysis_lib.report.profile import BookProfile, write_profile
 
 REPO = Path(__file__).resolve().parents[1]
 BROWSER = REPO / "tests" / "browser"
 GENERATED = "book/generated"
 EXPLORER_PAGE = "attention_explorer"
-NO_NETWORK = 75  # setup.sh's exit code when a package registry cannot be reached
+CHROMIUM = Path("/usr/bin/chromium")  # the path check_book.mjs launches
 
 
-def setup_browser() -> None:
-    proc = subprocess.run(["bash", str(BROWSER / "setup.sh")], capture_output=True, text=True, timeout=900)
-    if proc.returncode == NO_NETWORK:
-        pytest.skip("!!! BROWSER TEST NOT RUN: chromium or playwright-core is missing and no package "
-                    f"registry could be reached to install them: {proc.stderr.strip()} !!!")
-    assert proc.returncode == 0, f"tests/browser/setup.sh failed:\n{proc.stderr}"
+def require_browser() -> None:
+    """Skip, naming the fix, unless `make browser-deps` has installed chromium and playwright-core."""
+    missing = [name for name, there in ((str(CHROMIUM), CHROMIUM.is_file()), ("node", shutil.which("node")),
+                                        ("playwright-core", (BROWSER / "node_modules" / "playwright-core").is_dir()))
+               if not there]
+    if missing:
+        pytest.skip(f"BROWSER TEST NOT RUN: {', '.join(missing)} missing; run `make browser-deps` "
+                    "(`make test` does)")
 
 
 def generated_pages(toc: Path) -> list[str]:
@@ -96,7 +102,9 @@ def chart_output(chart: alt.TopLevelMixin) -> nbformat.NotebookNode:
 
 
 def explorer_notebook() -> nbformat.NotebookNode:
-    """An executed-looking notebook: two explorers on one page, a scatter and a widget."""
+    """An executed-looking notebook as the book gets it: papermill's parameter cells, two explorers
+    on one page, a scatter, a chart wider than the content column and a widget; tagged as
+    `analysis_lib.report.notebooks` tags the executed analyses."""
     rng = np.random.default_rng(0)
     first, second = random_attention(rng), random_attention(rng)
     slider = IntSlider(value=3, min=0, max=10, description="threshold")
@@ -105,10 +113,18 @@ def explorer_notebook() -> nbformat.NotebookNode:
         chart_output(charts.attention_explorer(*first)),
         chart_output(charts.attention_explorer(*second)),
         chart_output(charts.distance_entropy_scatter(random_head_stats(rng))),
+        chart_output(alt.Chart(pd.DataFrame({"x": range(60), "y": rng.uniform(size=60)})).mark_bar()
+                     .encode(x="x:O", y="y:Q").properties(width=1600, height=80, usermeta={"book_chart": "wide"})),
         nbformat.v4.new_output("display_data", data={
             "application/vnd.jupyter.widget-view+json": widget["view_specs"][0], "text/plain": repr(slider)}),
     ])
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Attention explorer (test data)"), code])
+    parameters = nbformat.v4.new_code_cell("n_images = 4", execution_count=1, metadata={"tags": ["parameters"]})
+    injected = nbformat.v4.new_code_cell("n_images = 2", execution_count=2,
+                                         metadata={"tags": ["injected-parameters"]})
+    code.execution_count = 3
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Attention explorer (test data)"),
+                                         parameters, injected, code])
+    tag_for_book(nb)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": widget["manager_state"]}
     return nb
@@ -182,9 +198,10 @@ def check_in_browser(html: Path, screenshots: Path | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def browser():
-    setup_browser()
+    require_browser()
 
 
+@pytest.mark.slow
 def test_book_offline_charts_render_and_slider_moves(browser, tmp_path):
     html = build_test_book(tmp_path)
     report = check_in_browser(html, os.environ.get("BOOK_SCREENSHOTS") and Path(os.environ["BOOK_SCREENSHOTS"]))
@@ -194,14 +211,20 @@ def test_book_offline_charts_render_and_slider_moves(browser, tmp_path):
                             f"{GENERATED}/{EXPLORER_PAGE}.html"}
     explorer = by_page[f"{GENERATED}/{EXPLORER_PAGE}.html"]
     kinds = sorted(c["kind"] for c in explorer["charts"] if c["kind"] != "vega-embed")
-    assert kinds == ["attention_explorer", "attention_explorer", "distance_entropy"]
+    assert kinds == ["attention_explorer", "attention_explorer", "distance_entropy", "wide"]
+    wide = next(c for c in explorer["charts"] if c["kind"] == "wide")
+    assert 0 < wide["width"] < 1600 and wide["overflow"] <= 1     # scaled down into the column
+    assert explorer["code"] == {"inputs": 3, "shown": 0}         # every code cell collapsed, none gone
     assert [e["changed"] for e in explorer["explorers"]] == [True, True]
     assert explorer["widgets"] == 1
     assert by_page["book/method.html"]["math"] > 10
     intro = (html / "book" / "intro.html").read_text()
     assert "<strong>test</strong> profile" in intro and "not the paper" in intro
+    year = datetime.datetime.now(datetime.timezone.utc).year
+    assert re.search(rf"©\s*Copyright\s*{year}\b", intro), "the footer's copyright year is not this build's"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("BOOK_HTML" not in os.environ, reason="set BOOK_HTML=_build/html to check a built book")
 def test_built_book_in_browser(browser):
     report = check_in_browser(Path(os.environ["BOOK_HTML"]).resolve())

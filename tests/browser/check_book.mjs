@@ -7,9 +7,11 @@
 // - requests that failed or were answered with an HTTP error,
 // - requests to any host other than the one serving the book (fonts and scripts included),
 // - JavaScript errors and console errors,
-// - charts (div.book-chart, any .vega-embed) without an <svg> or <canvas> inside,
+// - charts (div.book-chart, any .vega-embed) without an <svg> or <canvas> inside, or drawn wider
+//   than the page's content column,
 // - math that MathJax did not typeset, widgets that the widget manager did not render,
 // - attention explorers whose rendering does not change when the block slider moves.
+// Per page it also counts the code cells' inputs and how many of them a reader sees unopened.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -57,11 +59,17 @@ function pageName(url) {
 async function renderedCharts(page) {
   return page.evaluate(() => {
     const charts = [...document.querySelectorAll(".book-chart, .vega-embed")];
-    return charts.map((el) => ({
-      kind: el.dataset.bookChart || "vega-embed",
-      rendered: !!el.querySelector("svg, canvas"),
-      text: el.querySelector("svg, canvas") ? "" : el.textContent.slice(0, 200),
-    }));
+    return charts.map((el) => {
+      const drawn = el.querySelector("svg, canvas");
+      const column = (el.closest("article") || document.querySelector("main") || document.body).getBoundingClientRect();
+      return {
+        kind: el.dataset.bookChart || "vega-embed",
+        rendered: !!drawn,
+        text: drawn ? "" : el.textContent.slice(0, 200),
+        width: drawn ? Math.round(drawn.getBoundingClientRect().width) : 0,
+        overflow: drawn ? Math.max(0, Math.round(drawn.getBoundingClientRect().right - column.right)) : 0,
+      };
+    });
   });
 }
 
@@ -126,7 +134,7 @@ async function visit(url) {
   });
 
   await page.goto(url, { waitUntil: "networkidle" });
-  const info = { page: name, charts: [], math: 0, widgets: 0, explorers: [] };
+  const info = { page: name, charts: [], code: {}, math: 0, widgets: 0, explorers: [] };
 
   const expected = await page.locator(".book-chart, .vega-embed").count();
   if (expected) {
@@ -138,8 +146,14 @@ async function visit(url) {
     info.charts = await renderedCharts(page);
     for (const chart of info.charts) {
       if (!chart.rendered) problems.push(`${name}: a ${chart.kind} chart did not render: ${chart.text}`);
+      if (chart.overflow > 1) problems.push(`${name}: a ${chart.kind} chart reaches ${chart.overflow} px past the content column`);
     }
   }
+
+  info.code = await page.evaluate(() => {
+    const inputs = [...document.querySelectorAll(".cell_input")];
+    return { inputs: inputs.length, shown: inputs.filter((el) => el.getClientRects().length > 0).length };
+  });
 
   info.math = await page.locator(".math").count();
   if (info.math) {
