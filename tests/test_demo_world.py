@@ -124,6 +124,7 @@ def test_demo_experiment_builds_on_demo_clip(demo_root):
 
 
 
+@pytest.mark.slow
 def test_short_training_on_demo_data_beats_zero_shot(demo_root, tmp_path):
     """demo-clip on DemoHues (4 shots, 3 epochs): ivlp fixes the colour cast that zero-shot
     misreads (measured: base 55.6% zero-shot, 90.0% ivlp)."""

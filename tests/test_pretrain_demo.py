@@ -13,6 +13,7 @@ SHIPPED = Path(pretrain_module.__file__).parents[1] / "assets" / "demo-clip.safe
 CHANCE = 1 / len(world.object_classes())
 
 
+@pytest.mark.slow
 def test_reduced_pretraining_learns_zero_shot():
     """120 steps of 64 (30 s on 2 threads) already reach about 15x chance on unseen scenes."""
     model = pretrain(PretrainConfig(steps=120, batch_size=64, warmup=20, lr=2e-3), progress=False)

@@ -152,7 +152,7 @@ async function visit(url) {
 
   info.code = await page.evaluate(() => {
     const inputs = [...document.querySelectorAll(".cell_input")];
-    return { inputs: inputs.length, shown: inputs.filter((el) => el.getClientRects().length > 0).length };
+    return { inputs: inputs.length, shown: inputs.filter((el) => el.checkVisibility()).length };
   });
 
   info.math = await page.locator(".math").count();
