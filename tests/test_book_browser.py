@@ -229,3 +229,16 @@ def test_book_offline_charts_render_and_slider_moves(browser, tmp_path):
 def test_built_book_in_browser(browser):
     report = check_in_browser(Path(os.environ["BOOK_HTML"]).resolve())
     assert any(p["page"].endswith(f"{EXPLORER_PAGE}.html") for p in report["pages"])
+
+
+def test_executed_notebooks_are_tagged_for_the_book():
+    """Code folds away (the reader opens it), papermill's injected cell folds whole, text stays; twice is once."""
+    cells = [nbformat.v4.new_markdown_cell("# A chapter"),
+             nbformat.v4.new_code_cell("n_images = 4", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("n_images = 2", metadata={"tags": ["injected-parameters"]}),
+             nbformat.v4.new_code_cell("table")]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    tag_for_book(nb)
+    tag_for_book(nb)
+    assert [c.metadata.get("tags") for c in nb.cells] == [
+        None, ["parameters", "hide-input"], ["injected-parameters", "hide-cell"], ["hide-input"]]
