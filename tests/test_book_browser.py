@@ -1,8 +1,8 @@
 """The book in a real browser: offline, every chart drawn, the explorer's slider working.
 
 The test builds the book from a temporary copy of its configuration and pages, with the
-generated chapters replaced by stand-ins (an executed notebook holding the attention explorer
-over two datasets of random data, a scatter and a widget; one-line pages for the others),
+generated chapters replaced by stand-ins (executed notebooks: the attention explorer over two
+datasets of random data beside a scatter, a widget; one-line pages for the others),
 serves the site on 127.0.0.1 and drives Debian's chromium through playwright-core
 (tests/browser/check_book.mjs). tests/browser/setup.sh installs both when missing.
 
@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 BROWSER = REPO / "tests" / "browser"
 GENERATED = "book/generated"
 EXPLORER_PAGE = "attention_explorer"
+WIDGET_PAGE = "results"  # the stand-in page that holds a widget
 NO_NETWORK = 75  # setup.sh's exit code when a package registry cannot be reached
 
 
@@ -87,22 +88,30 @@ def chart_output(chart: alt.TopLevelMixin) -> nbformat.NotebookNode:
     return nbformat.v4.new_output("display_data", data=bundle)
 
 
+def notebook(title: str, outputs: list, widget_state: dict | None = None) -> nbformat.NotebookNode:
+    """An executed-looking notebook: a title and one code cell with these outputs."""
+    code = nbformat.v4.new_code_cell("...", execution_count=1, outputs=outputs)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {title}"), code])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if widget_state:
+        nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": widget_state}
+    return nb
+
+
 def explorer_notebook() -> nbformat.NotebookNode:
-    """An executed-looking notebook: the explorer, a scatter and a widget."""
-    rng = np.random.default_rng(0)
+    """The explorer over two stand-in datasets, and a scatter (as the real page: no widgets)."""
+    page = explorer_page.explorer(list(EXPLORER_DATASETS))
+    return notebook("Attention explorer (test data)", [
+        nbformat.v4.new_output("display_data", data={"text/html": page.data, "text/plain": "<explorer>"}),
+        chart_output(charts.distance_entropy_scatter(random_head_stats(np.random.default_rng(0))))])
+
+
+def widget_notebook() -> nbformat.NotebookNode:
     slider = IntSlider(value=3, min=0, max=10, description="threshold")
     widget = embed_data(views=[slider])
-    page = explorer_page.explorer(list(EXPLORER_DATASETS))
-    code = nbformat.v4.new_code_cell("explorer_page.explorer(...)", execution_count=1, outputs=[
-        nbformat.v4.new_output("display_data", data={"text/html": page.data, "text/plain": "<explorer>"}),
-        chart_output(charts.distance_entropy_scatter(random_head_stats(rng))),
-        nbformat.v4.new_output("display_data", data={
-            "application/vnd.jupyter.widget-view+json": widget["view_specs"][0], "text/plain": repr(slider)}),
-    ])
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Attention explorer (test data)"), code])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": widget["manager_state"]}
-    return nb
+    return notebook("A widget (test data)", [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": widget["view_specs"][0], "text/plain": repr(slider)})],
+        widget["manager_state"])
 
 
 def build_test_book(root: Path, generated: Path | None = None) -> Path:
@@ -132,6 +141,8 @@ def write_stand_ins(root: Path) -> None:
         if page.endswith(EXPLORER_PAGE):
             nbformat.write(explorer_notebook(), path.with_suffix(".ipynb"))
             write_explorer_data(root / GENERATED / "_static")
+        elif page.endswith(WIDGET_PAGE):
+            nbformat.write(widget_notebook(), path.with_suffix(".ipynb"))
         else:
             path.with_suffix(".md").write_text(f"# {path.name} (stand-in)\n\nA page of the browser test.\n")
     write_profile(BookProfile(profile="test", experiment_file="experiments/demo.yaml", model="tiny-clip",
@@ -221,7 +232,7 @@ def test_book_offline_charts_render_and_explorer_responds(browser, tmp_path):
     kinds = sorted(c["kind"] for c in explorer["charts"] if c["kind"] != "vega-embed")
     assert kinds == ["attention_explorer", "distance_entropy"]
     check_explorer(explorer, html)
-    assert explorer["widgets"] == 1
+    assert by_page[f"{GENERATED}/{WIDGET_PAGE}.html"]["widgets"] == 1
     assert by_page["book/method.html"]["math"] > 10
     intro = (html / "book" / "intro.html").read_text()
     assert "<strong>test</strong> profile" in intro and "not the paper" in intro

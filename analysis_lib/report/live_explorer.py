@@ -16,7 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from ..stats.explorer_data import GROUPS, PANELS, TEXT_MODELS, image_tables
-from ..study.run_folder import LoadedRun, RunFolderError, load_run
+from ..study.run_folder import RunFolderError, load_run
 from .explorer_page import COLORMAP, TOKEN_COLOURS
 
 SIZE = 224
