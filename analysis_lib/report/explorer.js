@@ -5,7 +5,7 @@
 function attentionExplorer(root, config) {
   "use strict";
   var store = (window.attentionExplorerData = window.attentionExplorerData || {});
-  var SIZE = 224;
+  var SIZE = 200;  // three panels side by side in the book's text column
 
   function siteRoot() {
     var root = document.documentElement.getAttribute("data-content_root");
@@ -47,13 +47,13 @@ function attentionExplorer(root, config) {
   ["CLIP", "W/O", "W"].forEach(function (p) {
     var canvas = el("canvas", { width: SIZE, height: SIZE, "data-panel": p, style: "width:" + SIZE + "px;height:" + SIZE + "px" });
     panels[p] = canvas;
-    panelRow.append(el("figure", { style: "margin:0;text-align:center" }, [canvas, el("figcaption", { style: "font-size:0.85em" }, [titles[p]])]));
+    panelRow.append(el("figure", { style: "margin:0;flex:0 0 auto;text-align:center;width:" + SIZE + "px" }, [canvas, el("figcaption", { style: "font-size:0.85em" }, [titles[p]])]));
   });
   var bars = {};
   var textRow = el("div", { class: "ae-text", style: "display:flex;flex-wrap:wrap;gap:24px;margin-top:0.5em" });
   ["CLIP", "prompted"].forEach(function (m) {
     bars[m] = el("div", { class: "ae-bars", "data-model": m, style: "display:flex;align-items:flex-end;height:120px;gap:2px" });
-    textRow.append(el("figure", { style: "margin:0" }, [bars[m], el("figcaption", { style: "font-size:0.85em" }, ["[EOS] attention over the class prompt: " + m])]));
+    textRow.append(el("div", { style: "flex:0 0 auto" }, [bars[m], el("div", { style: "font-size:0.85em;color:#666" }, ["[EOS] attention over the class prompt: " + m])]));
   });
   var legend = el("div", { style: "font-size:0.8em" }, Object.keys(config.tokenColours).map(function (t) {
     return el("span", { style: "margin-right:0.8em" }, [el("span", { style: "display:inline-block;width:0.8em;height:0.8em;background:" + config.tokenColours[t] }), " " + t]);
@@ -139,8 +139,8 @@ function attentionExplorer(root, config) {
     ctx.imageSmoothingEnabled = true;
     if (picture.complete) ctx.drawImage(picture, 0, 0, SIZE, SIZE);
     for (var q = 0; q < values.length; q++) {
-      var c = colour(max > 0 ? values[q] / max : 0);
-      ctx.fillStyle = "rgba(" + c[0] + "," + c[1] + "," + c[2] + ",0.65)";
+      var v = max > 0 ? values[q] / max : 0, c = colour(v);
+      ctx.fillStyle = "rgba(" + c[0] + "," + c[1] + "," + c[2] + "," + (config.alpha[0] + config.alpha[1] * v) + ")";
       ctx.fillRect((q % grid) * cell, Math.floor(q / grid) * cell, cell, cell);
     }
   }

@@ -39,6 +39,9 @@ PICTURE_PX = 112        # under the site's _static/
 # Inferno, 9 stops from 0 to the maximum (the browser interpolates between them).
 COLORMAP = [[0, 0, 4], [31, 12, 72], [85, 15, 109], [136, 34, 106], [186, 54, 85],
             [227, 89, 51], [249, 140, 10], [249, 201, 50], [252, 255, 164]]
+# The overlay's opacity is ALPHA[0] + ALPHA[1] · value / maximum: the picture shows through where
+# attention is low.
+ALPHA = (0.2, 0.6)
 TOKEN_COLOURS = {"sos": "#7f7f7f", "prompt": "#d62728", "template": "#9467bd", "category": "#1f77b4",
                  "period": "#2ca02c", "eos": "#ff7f0e"}
 
@@ -164,7 +167,7 @@ def explorer(datasets: Sequence[str]) -> HTML:
     if not datasets:
         raise ExplorerDataError("the explorer needs at least one dataset")
     config = {"datasets": list(datasets), "files": {d: f"_static/{data_file(d)}" for d in datasets},
-              "colormap": COLORMAP, "tokenColours": TOKEN_COLOURS, "tolerance": TOLERANCE}
+              "colormap": COLORMAP, "alpha": ALPHA, "tokenColours": TOKEN_COLOURS, "tolerance": TOLERANCE}
     div_id = f"attention-explorer-{uuid.uuid4().hex}"
     config_json = json.dumps(config).replace("<", "\\u003c")
     return HTML(f'<div id="{div_id}" class="book-chart attention-explorer" data-book-chart="attention_explorer">'

@@ -17,9 +17,9 @@ from PIL import Image
 
 from ..stats.explorer_data import GROUPS, PANELS, TEXT_MODELS, image_tables
 from ..study.run_folder import RunFolderError, load_run
-from .explorer_page import COLORMAP, TOKEN_COLOURS
+from .explorer_page import ALPHA, COLORMAP, TOKEN_COLOURS
 
-SIZE = 224
+SIZE = 200
 
 
 def cls_row(tables: dict, panel: str, block: int, head: int | None, rollout: bool, image: int = 0) -> np.ndarray:
@@ -52,10 +52,12 @@ def heatmap_png(picture: np.ndarray, values: np.ndarray, vmax: float) -> bytes:
     x = np.clip(values / vmax if vmax > 0 else values * 0, 0, 1) * (len(stops) - 1)
     k = np.minimum(np.floor(x).astype(int), len(stops) - 2)
     colours = stops[k] + (stops[k + 1] - stops[k]) * (x - k)[:, None]                    # [G², 3]
-    overlay = Image.fromarray(colours.reshape(grid, grid, 3).round().astype(np.uint8)).resize((SIZE, SIZE), Image.NEAREST)
-    base = Image.fromarray(picture).resize((SIZE, SIZE), Image.BICUBIC)
+    alpha = 255 * (ALPHA[0] + ALPHA[1] * x / (len(stops) - 1))
+    rgba = np.concatenate([colours, alpha[:, None]], 1).reshape(grid, grid, 4).round().astype(np.uint8)
+    overlay = Image.fromarray(rgba, "RGBA").resize((SIZE, SIZE), Image.NEAREST)
+    base = Image.fromarray(picture).convert("RGBA").resize((SIZE, SIZE), Image.BICUBIC)
     buffer = io.BytesIO()
-    Image.blend(base, overlay, 0.65).save(buffer, format="PNG")
+    Image.alpha_composite(base, overlay).convert("RGB").save(buffer, format="PNG")
     return buffer.getvalue()
 
 
