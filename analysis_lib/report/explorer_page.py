@@ -99,7 +99,7 @@ def pack_dataset(name: str, tables: dict) -> dict:
     return {
         "name": name, "grid": grid, "blocks": n_blocks, "heads": n_heads,
         "text_blocks": int(text["block"].max()) + 1, "text_heads": int(text["head"].max()) + 1,
-        "panels": list(PANELS), "code_panel": [0, 1, 1],
+        "panels": list(PANELS), "code_panel": [0 if p == "CLIP" else 1 for p in PANELS],  # W/O uses W's codes
         "images": [{"id": row.image, "classname": row.classname, "group": row.group, "picture": _jpeg(picture)}
                    for row, picture in zip(images.itertuples(), tables["pictures"])],
         "cls": {"codes": _b64(codes[[PANELS.index("CLIP"), w]]), "scale": _b64(scale)},
