@@ -42,16 +42,6 @@ def test_decomposition_and_attention_tables(run):
     assert set(eos.query("model == 'CLIP'").token_type) >= {"sos", "prompt", "category", "period", "eos"}
 
 
-def test_explorer_data(run):
-    model = run.model("base")
-    images, _ = analyses.first_images(run.test_loader("base"), 2)
-    vision, text = analyses.explorer_data(model, images, ["a", "b"])
-    grid = model.token_layout("vision").grid
-    assert len(vision) == 2 * 2 * 2 * grid * grid                   # images × blocks × heads × patches
-    eos_rows = text.groupby(["prompt", "block", "head"]).attention.sum()
-    assert eos_rows.to_numpy() == pytest.approx(1.0, rel=1e-5)      # the [EOS] row over its tokens
-
-
 def test_token_contributions_and_background(run):
     model = run.model("base")
     loader = run.test_loader("base")
@@ -81,22 +71,6 @@ def test_patch_foreground_reads_trimaps(tmp_path):
     Image.fromarray(trimap).save(tmp_path / "m.png")
     fg = analyses.patch_foreground(tmp_path / "m.png", image_size=32, grid=4)
     assert fg.reshape(4, 4)[:2, :2].all() and fg.sum() == 4
-
-
-def test_live_explorer_computes_any_image(run, monkeypatch):
-    from analysis_lib.report import live_explorer
-    path = run.splits["base"].test[0].path
-    maps, grid = live_explorer.cls_attention(run, path)
-    assert maps.shape == (2, 2, grid * grid) and (maps.sum(-1) <= 1 + 1e-6).all()
-    shown = []
-    monkeypatch.setattr(live_explorer, "display", shown.append)  # the charts the Output would show
-    box = live_explorer.explorer(run)
-    block_slider, head_slider = box.children[1].children
-    assert head_slider.max == maps.shape[1] - 1
-    block_slider.value = 1                       # the view follows the slider: block 1's map
-    chart = shown[-1]
-    assert chart.title == "block 1, head 0"
-    assert chart.data["attention"].to_numpy() == pytest.approx(maps[1, 0].numpy())
 
 
 def test_dataset_summary_and_gallery(data_root):

@@ -31,6 +31,7 @@ RUN_NOTEBOOKS = ("decomposition", "token_contributions", "eos_attention", "dista
 TABLE_NOTEBOOKS = ("bias_tuning", "results")
 DATA_NOTEBOOKS = ("datasets",)  # chapters about the experiment's data, no run needed
 DEMO_MODEL = "demo-clip"
+EXPLORER_IMAGES = 8  # test images per dataset in the attention explorer
 
 
 class AnalysisError(RuntimeError):
@@ -46,8 +47,10 @@ def notebook_parameters(experiment: Experiment, name: str, out_dir: Path) -> dic
     a = experiment.analysis
     params = {"runs_root": experiment.output_root, "dataset": a.dataset, "variant_name": a.variant_name,
               "seed": a.seed, "data_root": experiment.data_root, "n_images": a.n_images, "tables_dir": tables}
-    if name == "attention_explorer":
-        params["n_images"] = min(4, a.n_images)
+    if name == "attention_explorer":  # every dataset of the experiment, its data under the site's _static/
+        params = {"runs_root": experiment.output_root, "datasets": list(experiment.datasets),
+                  "variant_name": a.variant_name, "seed": a.seed, "data_root": experiment.data_root,
+                  "n_images": EXPLORER_IMAGES, "static_dir": str(out_dir / "_static")}
     return params
 
 
