@@ -1,11 +1,12 @@
 # Two entry points: `make test` and `make book`. Each creates .venv when it is missing.
+# `make test-fast` leaves out the tests marked slow (end-to-end runs, the browser).
 PY := .venv/bin/python
 THREADS ?= 2
 DEMO_DATA := data/demo
 DEMO_CHECKPOINT := analysis_lib/assets/demo-clip.safetensors
 SWEEP_WORKERS ?= 2
 
-.PHONY: test book env bench clean
+.PHONY: test test-fast browser-deps book env bench clean
 
 env: .venv/.done
 
@@ -17,8 +18,17 @@ env: .venv/.done
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-test: env
+# Everything, as CI runs it (.ci/run).
+test: env browser-deps
 	$(PY) -m pytest
+
+test-fast: env
+	$(PY) -m pytest -m "not slow"
+
+# Headless Chromium (Debian package) and playwright-core (npm) for the browser tests of the book;
+# installs only what is missing.
+browser-deps:
+	bash tests/browser/setup.sh
 
 # The embedded default, end to end: demo data, the demo model, the sweep, the analyses, the book.
 book: env

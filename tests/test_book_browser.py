@@ -1,17 +1,21 @@
 """The book in a real browser: offline, every chart drawn, the explorer's slider working.
 
 The test builds the book from a temporary copy of its configuration and pages, with the
-generated chapters replaced by stand-ins (an executed notebook holding two attention
-explorers, a scatter and a widget made from random data; one-line pages for the others),
-serves the site on 127.0.0.1 and drives Debian's chromium through playwright-core
-(tests/browser/check_book.mjs). tests/browser/setup.sh installs both when missing.
+generated chapters replaced by stand-ins (executed notebooks: the attention explorer over two
+datasets of random data beside a scatter and a chart wider than the page, tagged as the book's
+chapters are; a widget; one-line pages for the others), serves the site on 127.0.0.1 and drives
+Debian's chromium through playwright-core (tests/browser/check_book.mjs). `make browser-deps`
+installs both; without them the tests skip, saying so.
 
 Set BOOK_HTML=_build/html to run the same browser check on a book built by `make book`.
 """
 from __future__ import annotations
 
+import datetime
+import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,22 +34,26 @@ import yaml
 from ipywidgets import IntSlider
 from ipywidgets.embed import embed_data
 
-from analysis_lib.report import charts
+from analysis_lib.report import charts, explorer_page
+from analysis_lib.report.notebooks import tag_for_book
 from analysis_lib.report.profile import BookProfile, write_profile
 
 REPO = Path(__file__).resolve().parents[1]
 BROWSER = REPO / "tests" / "browser"
 GENERATED = "book/generated"
 EXPLORER_PAGE = "attention_explorer"
-NO_NETWORK = 75  # setup.sh's exit code when a package registry cannot be reached
+CHROMIUM = Path("/usr/bin/chromium")  # the path check_book.mjs launches
+WIDGET_PAGE = "results"  # the stand-in page that holds a widget
 
 
-def setup_browser() -> None:
-    proc = subprocess.run(["bash", str(BROWSER / "setup.sh")], capture_output=True, text=True, timeout=900)
-    if proc.returncode == NO_NETWORK:
-        pytest.skip("!!! BROWSER TEST NOT RUN: chromium or playwright-core is missing and no package "
-                    f"registry could be reached to install them: {proc.stderr.strip()} !!!")
-    assert proc.returncode == 0, f"tests/browser/setup.sh failed:\n{proc.stderr}"
+def require_browser() -> None:
+    """Skip, naming the fix, unless `make browser-deps` has installed chromium and playwright-core."""
+    missing = [name for name, there in ((str(CHROMIUM), CHROMIUM.is_file()), ("node", shutil.which("node")),
+                                        ("playwright-core", (BROWSER / "node_modules" / "playwright-core").is_dir()))
+               if not there]
+    if missing:
+        pytest.skip(f"BROWSER TEST NOT RUN: {', '.join(missing)} missing; run `make browser-deps` "
+                    "(`make test` does)")
 
 
 def generated_pages(toc: Path) -> list[str]:
@@ -61,23 +69,14 @@ def generated_pages(toc: Path) -> list[str]:
     return [f for f in files(yaml.safe_load(toc.read_text())) if f.startswith(GENERATED + "/")]
 
 
-def random_attention(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Explorer data in the documented schemas: 2 images on a 14x14 grid, 12 blocks, 12/8 heads."""
-    g, blocks = 14, 12
-    index = pd.MultiIndex.from_product([["cat.jpg", "dog.jpg"], range(blocks), range(12), range(g), range(g)],
-                                       names=list(charts.VISION_COLUMNS[:5]))
-    weights = rng.dirichlet(np.ones(g * g), size=len(index) // (g * g)).ravel()
-    vision = pd.DataFrame({"attention": weights}, index=index).reset_index()
-    rows = []
-    for prompt, tokens in {"cat": ["[SOS]", "a", "photo", "of", "a", "cat", ".", "[EOS]"],
-                           "dog": ["[SOS]", "X", "X", "X", "X", "dog", ".", "[EOS]"]}.items():
-        for block in range(blocks):
-            for head in range(8):
-                for position, (token, a) in enumerate(zip(tokens, rng.dirichlet(np.ones(len(tokens))))):
-                    rows.append((prompt, block, head, position, token, a))
-    text = pd.DataFrame(rows, columns=charts.TEXT_COLUMNS)
-    images = {name: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for name in ("cat.jpg", "dog.jpg")}
-    return vision, text, images
+EXPLORER_DATASETS = {"SynthPets": (4, 14), "SynthSat": (2, 8)}  # name: (blocks, grid), different on purpose
+
+
+def write_explorer_data(static_dir: Path) -> None:
+    """The explorer's data files for two stand-in datasets, packed from random tables."""
+    for seed, (name, (blocks, grid)) in enumerate(EXPLORER_DATASETS.items()):
+        tables = explorer_page.synthetic_tables(8, blocks, 4, grid, blocks, 2, 9, 64, seed=seed)
+        explorer_page.write_dataset(static_dir, name, tables)
 
 
 def random_head_stats(rng: np.random.Generator) -> pd.DataFrame:
@@ -95,23 +94,42 @@ def chart_output(chart: alt.TopLevelMixin) -> nbformat.NotebookNode:
     return nbformat.v4.new_output("display_data", data=bundle)
 
 
+def notebook(title: str, outputs: list, widget_state: dict | None = None) -> nbformat.NotebookNode:
+    """An executed-looking notebook: a title and one code cell with these outputs."""
+    code = nbformat.v4.new_code_cell("...", execution_count=1, outputs=outputs)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {title}"), code])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if widget_state:
+        nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": widget_state}
+    return nb
+
+
 def explorer_notebook() -> nbformat.NotebookNode:
-    """An executed-looking notebook: two explorers on one page, a scatter and a widget."""
+    """The explorer over two stand-in datasets, a scatter and a chart wider than the content column,
+    after papermill's parameter cells, tagged as `analysis_lib.report.notebooks` tags the chapters."""
+    page = explorer_page.explorer(list(EXPLORER_DATASETS))
     rng = np.random.default_rng(0)
-    first, second = random_attention(rng), random_attention(rng)
+    code = nbformat.v4.new_code_cell("explorer_page.explorer(...)", execution_count=3, outputs=[
+        nbformat.v4.new_output("display_data", data={"text/html": page.data, "text/plain": "<explorer>"}),
+        chart_output(charts.distance_entropy_scatter(random_head_stats(rng))),
+        chart_output(alt.Chart(pd.DataFrame({"x": range(60), "y": rng.uniform(size=60)})).mark_bar()
+                     .encode(x="x:O", y="y:Q").properties(width=1600, height=80, usermeta={"book_chart": "wide"}))])
+    parameters = nbformat.v4.new_code_cell("n_images = 4", execution_count=1, metadata={"tags": ["parameters"]})
+    injected = nbformat.v4.new_code_cell("n_images = 2", execution_count=2,
+                                         metadata={"tags": ["injected-parameters"]})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Attention explorer (test data)"),
+                                         parameters, injected, code])
+    tag_for_book(nb)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def widget_notebook() -> nbformat.NotebookNode:
     slider = IntSlider(value=3, min=0, max=10, description="threshold")
     widget = embed_data(views=[slider])
-    code = nbformat.v4.new_code_cell("charts.attention_explorer(...)", execution_count=1, outputs=[
-        chart_output(charts.attention_explorer(*first)),
-        chart_output(charts.attention_explorer(*second)),
-        chart_output(charts.distance_entropy_scatter(random_head_stats(rng))),
-        nbformat.v4.new_output("display_data", data={
-            "application/vnd.jupyter.widget-view+json": widget["view_specs"][0], "text/plain": repr(slider)}),
-    ])
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Attention explorer (test data)"), code])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": widget["manager_state"]}
-    return nb
+    return notebook("A widget (test data)", [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": widget["view_specs"][0], "text/plain": repr(slider)})],
+        widget["manager_state"])
 
 
 def build_test_book(root: Path, generated: Path | None = None) -> Path:
@@ -140,6 +158,9 @@ def write_stand_ins(root: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if page.endswith(EXPLORER_PAGE):
             nbformat.write(explorer_notebook(), path.with_suffix(".ipynb"))
+            write_explorer_data(root / GENERATED / "_static")
+        elif page.endswith(WIDGET_PAGE):
+            nbformat.write(widget_notebook(), path.with_suffix(".ipynb"))
         else:
             path.with_suffix(".md").write_text(f"# {path.name} (stand-in)\n\nA page of the browser test.\n")
     write_profile(BookProfile(profile="test", experiment_file="experiments/demo.yaml", model="tiny-clip",
@@ -180,12 +201,45 @@ def check_in_browser(html: Path, screenshots: Path | None = None) -> dict:
     return report
 
 
+def explorer_weight(page: dict, html: Path) -> dict:
+    """The explorer page's first load in bytes, as served (raw) and gzip-compressed as a static host
+    serves it, and the same with the first dataset's file replaced by a ViT-B/16 one of 8 images."""
+    files = {r["url"] for r in page["firstLoad"]}
+    first = next(f for f in files if "/_static/explorer/" in f)
+    raw = sum((html / f.lstrip("/")).stat().st_size for f in files)
+    gz = sum(len(gzip.compress((html / f.lstrip("/")).read_bytes())) for f in files)
+    data = (html / first.lstrip("/")).read_bytes()
+    vitb16 = explorer_page.synthetic_tables(8, 12, 12, 14, 12, 8, 20, 224)
+    vit_data = explorer_page.dataset_script(explorer_page.pack_dataset("ViT-B/16", vitb16)).encode()
+    return {"files": len(files), "raw": raw, "gzip": gz, "data_raw": len(data), "data_gzip": len(gzip.compress(data)),
+            "vitb16_raw": raw - len(data) + len(vit_data),
+            "vitb16_gzip": gz - len(gzip.compress(data)) + len(gzip.compress(vit_data))}
+
+
+def check_explorer(page: dict, html: Path) -> dict:
+    """Every control of the explorer changed the view, the second dataset loaded only when picked."""
+    [explorer] = page["explorers"]
+    controls = ["block", "head", "text_head", "image", "mean_heads", "rollout", "raw", "dataset"]
+    assert explorer["panelsDiffer"] and {c: explorer[c] for c in controls} == dict.fromkeys(controls, True)
+    first = [r["url"] for r in page["firstLoad"] if "/_static/explorer/" in r["url"]]
+    later = [r["url"] for r in page["laterLoads"] if "/_static/explorer/" in r["url"]]
+    assert len(first) == 1 and len(later) == 1 and first != later, (first, later)
+    weight = explorer_weight(page, html)
+    print(f"explorer page, first load: {weight['files']} files, {weight['raw'] / 1e6:.2f} MB "
+          f"({weight['gzip'] / 1e6:.2f} MB gzip), of which the first dataset {weight['data_raw'] / 1e3:.0f} kB "
+          f"({weight['data_gzip'] / 1e3:.0f} kB gzip); with ViT-B/16 data (8 images): "
+          f"{weight['vitb16_raw'] / 1e6:.2f} MB ({weight['vitb16_gzip'] / 1e6:.2f} MB gzip)")
+    assert weight["vitb16_gzip"] < 2e6
+    return weight
+
+
 @pytest.fixture(scope="module")
 def browser():
-    setup_browser()
+    require_browser()
 
 
-def test_book_offline_charts_render_and_slider_moves(browser, tmp_path):
+@pytest.mark.slow
+def test_book_offline_charts_render_and_explorer_responds(browser, tmp_path):
     html = build_test_book(tmp_path)
     report = check_in_browser(html, os.environ.get("BOOK_SCREENSHOTS") and Path(os.environ["BOOK_SCREENSHOTS"]))
 
@@ -194,15 +248,36 @@ def test_book_offline_charts_render_and_slider_moves(browser, tmp_path):
                             f"{GENERATED}/{EXPLORER_PAGE}.html"}
     explorer = by_page[f"{GENERATED}/{EXPLORER_PAGE}.html"]
     kinds = sorted(c["kind"] for c in explorer["charts"] if c["kind"] != "vega-embed")
-    assert kinds == ["attention_explorer", "attention_explorer", "distance_entropy"]
-    assert [e["changed"] for e in explorer["explorers"]] == [True, True]
-    assert explorer["widgets"] == 1
+    assert kinds == ["attention_explorer", "distance_entropy", "wide"]
+    wide = next(c for c in explorer["charts"] if c["kind"] == "wide")
+    assert 0 < wide["width"] < 1600 and wide["overflow"] <= 1     # scaled down into the column
+    assert explorer["code"] == {"inputs": 3, "shown": 0}         # every code cell collapsed, none gone
+    check_explorer(explorer, html)
+    assert by_page[f"{GENERATED}/{WIDGET_PAGE}.html"]["widgets"] == 1
     assert by_page["book/method.html"]["math"] > 10
     intro = (html / "book" / "intro.html").read_text()
     assert "<strong>test</strong> profile" in intro and "not the paper" in intro
+    year = datetime.datetime.now(datetime.timezone.utc).year
+    assert re.search(rf"©\s*Copyright\s*{year}\b", intro), "the footer's copyright year is not this build's"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("BOOK_HTML" not in os.environ, reason="set BOOK_HTML=_build/html to check a built book")
 def test_built_book_in_browser(browser):
-    report = check_in_browser(Path(os.environ["BOOK_HTML"]).resolve())
-    assert any(p["page"].endswith(f"{EXPLORER_PAGE}.html") for p in report["pages"])
+    html = Path(os.environ["BOOK_HTML"]).resolve()
+    report = check_in_browser(html)
+    [explorer] = [p for p in report["pages"] if p["page"].endswith(f"{EXPLORER_PAGE}.html")]
+    check_explorer(explorer, html)
+
+
+def test_executed_notebooks_are_tagged_for_the_book():
+    """Code folds away (the reader opens it), papermill's injected cell folds whole, text stays; twice is once."""
+    cells = [nbformat.v4.new_markdown_cell("# A chapter"),
+             nbformat.v4.new_code_cell("n_images = 4", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("n_images = 2", metadata={"tags": ["injected-parameters"]}),
+             nbformat.v4.new_code_cell("table")]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    tag_for_book(nb)
+    tag_for_book(nb)
+    assert [c.metadata.get("tags") for c in nb.cells] == [
+        None, ["parameters", "hide-input"], ["injected-parameters", "hide-cell"], ["hide-input"]]

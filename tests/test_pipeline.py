@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_book_browser import REPO, build_test_book, check_in_browser, setup_browser
+from test_book_browser import REPO, build_test_book, check_in_browser, require_browser
 
 TABLES = {"datasets", "decomposition", "contributions_vision", "contributions_text", "contributions_per_image",
           "eos_attention", "distance_entropy", "prompts_as_background", "causal_ablation", "bias_tuning"}
@@ -40,6 +40,7 @@ def pipeline(data_root, tmp_path_factory):
     return root, experiment, sweep, analyses
 
 
+@pytest.mark.slow
 def test_sweep_and_analyses_write_their_outputs(pipeline):
     root, experiment, sweep, analyses = pipeline
     assert sweep.returncode == 0, sweep.stderr[-3000:]
@@ -52,19 +53,26 @@ def test_sweep_and_analyses_write_their_outputs(pipeline):
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.output_type == "error"]
         assert not errors, f"{notebook.name}: {errors[0].ename}: {errors[0].evalue}"
+        for cell in (c for c in nb.cells if c.cell_type == "code"):      # tagged for the book
+            tags = cell.metadata["tags"]
+            assert ("hide-cell" if "injected-parameters" in tags else "hide-input") in tags, (notebook.name, tags)
     profile = json.loads((root / "generated" / "profile.json").read_text())
     assert profile["model"] == "tiny-clip" and profile["datasets"] == ["OxfordPets"]
     again = cli("analyses", str(experiment), "--out", str(root / "generated"))
     assert again.returncode == 0 and "up to date" in again.stderr  # nothing re-executed
 
 
+@pytest.mark.slow
 def test_book_from_the_pipeline_in_browser(pipeline, tmp_path):
     root = pipeline[0]
-    setup_browser()
+    require_browser()
     html = build_test_book(tmp_path, generated=root / "generated")
     report = check_in_browser(html)
-    pages = {p["page"] for p in report["pages"]}
-    assert "book/generated/distance_entropy.html" in pages
+    generated = {p["page"]: p for p in report["pages"] if p["page"].startswith("book/generated/")}
+    assert "book/generated/distance_entropy.html" in generated
+    for page, info in generated.items():            # a reader sees outputs; code opens on demand
+        assert info["code"]["shown"] == 0, f"{page}: {info['code']['shown']} code cells shown in full"
+    assert sum(info["code"]["inputs"] for info in generated.values()) > 0
 
 
 def test_bad_experiment_gives_one_clear_error(tmp_path):

@@ -13,12 +13,14 @@ SHIPPED = Path(pretrain_module.__file__).parents[1] / "assets" / "demo-clip.safe
 CHANCE = 1 / len(world.object_classes())
 
 
+@pytest.mark.slow
 def test_reduced_pretraining_learns_zero_shot():
     """120 steps of 64 (30 s on 2 threads) already reach about 15x chance on unseen scenes."""
     model = pretrain(PretrainConfig(steps=120, batch_size=64, warmup=20, lr=2e-3), progress=False)
     assert held_out_accuracy(model, per_class=4) > 5 * CHANCE
 
 
+@pytest.mark.slow
 def test_pretraining_is_deterministic():
     config = PretrainConfig(steps=3, batch_size=8, warmup=1)
     a, b = pretrain(config, progress=False).state_dict(), pretrain(config, progress=False).state_dict()
@@ -27,6 +29,7 @@ def test_pretraining_is_deterministic():
     assert not torch.equal(a["visual.conv1.weight"], c["visual.conv1.weight"])
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_through_the_real_weights_path(tmp_path):
     model = pretrain(PretrainConfig(steps=2, batch_size=8, warmup=1), progress=False)
     path = save_checkpoint(model, tmp_path / "demo.safetensors", {"steps": 2})

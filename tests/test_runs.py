@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from analysis_lib.stats.causal import ablation_accuracy
+from analysis_lib.study.experiment import METRICS_FILE
 from analysis_lib.study.one_run import RunSettings, run_training
 from analysis_lib.study.run_folder import RunFolderError, load_run
 from analysis_lib.checks import ConfigError
@@ -18,9 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_run_folder_and_reload(ivlp_run):
     settings, metrics = ivlp_run
-    written = json.loads((Path(settings.output_dir) / "metrics.json").read_text())
-    assert written["base_acc"] == metrics["base_acc"] and written["n_trainable"] == 1024
+    written = json.loads((Path(settings.output_dir) / METRICS_FILE).read_text())
     run = load_run(settings.output_dir)
+    config, clip = run.model("base").config, run.backbone.clip
+    prompts = (config.text_depth * config.text_n_ctx * clip.transformer.width
+               + config.vision_depth * config.vision_n_ctx * clip.visual.transformer.width)
+    assert written["base_acc"] == metrics["base_acc"] and written["n_trainable"] == prompts  # deep prompts only
     assert run.model("novel").classnames != run.model("base").classnames
     table = ablation_accuracy(run)
     as_trained = table.set_index("ablation").loc["as trained"]
@@ -78,6 +82,7 @@ def test_misspelt_notebook_parameter_is_an_error():
     assert str(info.value).startswith("notebook parameters: unknown parameter 'epoch' (did you mean 'epochs'?)")
 
 
+@pytest.mark.slow
 def test_unknown_parameter_fails_the_train_notebook(data_root, tmp_path):
     """`papermill ... -p epoch 1` (for epochs) stops the notebook before it trains. (The sweep
     passes parameters through papermill alike; its experiment file refuses unknown keys first.)"""

@@ -225,6 +225,7 @@ def test_train_config_checks_values_directly():
 
 # --- the sweep --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resumed_sweep_does_no_work_for_completed_runs(project):
     runs = load_experiment(write_experiment(project, seeds=[1]), KNOWN).runs()
     first = run_sweep(runs, "train.ipynb", "runs", workers=0)
@@ -249,6 +250,7 @@ def test_resumed_sweep_does_no_work_for_completed_runs(project):
     assert not is_complete(project / "runs" / changed[0].run_id, runs[0].config_hash)
 
 
+@pytest.mark.slow
 def test_half_finished_runs_are_rerun(project):
     runs = load_experiment(write_experiment(project, seeds=[1], variants=IVLP,
                                             datasets=["Toy", "Other"]), KNOWN).runs()
@@ -268,6 +270,7 @@ def test_half_finished_runs_are_rerun(project):
     assert sorted(p.name for p in toy.parent.iterdir()) == ["seed1"]
 
 
+@pytest.mark.slow
 def test_killed_sweep_leaves_nothing_complete_and_is_rerun(project, capsys):
     """Kill a real sweep process while its notebook runs; meanwhile a second sweep into the same
     folder is refused; after the kill the next sweep re-runs that run."""
@@ -302,6 +305,7 @@ def test_killed_sweep_leaves_nothing_complete_and_is_rerun(project, capsys):
     assert executions(project) == ["Toy/ivlp/1", "Toy/ivlp/1"]
 
 
+@pytest.mark.slow
 def test_failing_run_on_local_cluster_does_not_stop_the_others(project, capsys):
     """The one test through a real LocalCluster: two workers, three runs, one fails."""
     exp = write_experiment(project, seeds=[1, 2, 3], variants=IVLP)
@@ -326,6 +330,7 @@ def test_failing_run_on_local_cluster_does_not_stop_the_others(project, capsys):
     assert not failed.exists()
 
 
+@pytest.mark.slow
 def test_kernel_runs_on_this_interpreter_whatever_kernelspecs_say(project, monkeypatch):
     """A user-wide 'python3' kernelspec for another interpreter must not be used."""
     from jupyter_client.kernelspec import KernelSpecManager
@@ -426,6 +431,7 @@ def test_analysis_section_defaults_and_checks(project):
 
 # --- reused kernels -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reuse", [False, True])
 def test_reused_kernel_runs_every_notebook_in_one_clean_process(project, reuse):
     (project / "control" / "fail-Toy-1").touch()  # a failing run must not spoil the kernel's next runs
@@ -437,6 +443,7 @@ def test_reused_kernel_runs_every_notebook_in_one_clean_process(project, reuse):
     assert (len({m["kernel_pid"] for m in metrics}) == 1) == reuse
 
 
+@pytest.mark.slow
 def test_reused_kernel_trains_exactly_like_a_fresh_one(data_root, tmp_path, monkeypatch):
     """The real train notebook: ivlp after a bias run in the same kernel equals ivlp in a new kernel."""
     monkeypatch.chdir(REPO)
@@ -455,6 +462,7 @@ def test_reused_kernel_trains_exactly_like_a_fresh_one(data_root, tmp_path, monk
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_results_are_bit_identical_in_this_process_and_on_dask_workers(data_root, tmp_path, monkeypatch):
     """--workers 0 and --workers 1 train alike although their kernels inherit different thread
     counts (Dask sets OMP_NUM_THREADS=1 in its workers; here this process's is 2)."""

@@ -210,9 +210,14 @@ def _cluttered(scene, rng):
 _CAST = np.array([1.0, 0.78, 0.5], np.float32)  # a warm cast over a whole dataset
 
 
+def warm_cast(image: np.ndarray) -> np.ndarray:
+    """DemoHues' shift from the pretraining images: every colour (RGB in 0..1) under a warm light."""
+    return np.clip(image * _CAST + 0.08, 0, 1)
+
+
 def _cast(scene, rng):
     image, mask = draw(scene, rng)
-    return np.clip(image * _CAST + 0.08, 0, 1), mask
+    return warm_cast(image), mask
 
 
 def _aerial(scene, rng):

@@ -60,12 +60,14 @@ class PromptedCLIP(nn.Module):
         self.register_buffer("eos_index", eos, persistent=False)
         self.prompt_texts = texts
 
+        n_patches = clip.visual.positional_embedding.shape[0]            # [CLS] + patches
+        text_slot, vision_slot = PromptSlot(1, config.text_n_ctx), PromptSlot(n_patches, config.vision_n_ctx)
         text_width, vision_width = clip.transformer.width, clip.visual.transformer.width
         text_prompts = vision_prompts = None
         if config.text_n_ctx:
             first = None
             if init_words:
-                first = clip.token_embedding(self.text_tokens[:1, 1:1 + config.text_n_ctx])[0].float()
+                first = clip.token_embedding(self.text_tokens[:1, text_slot.positions])[0].float()
             text_prompts = DeepPrompts(config.text_depth, config.text_n_ctx, text_width, first)
         if config.vision_n_ctx:
             vision_prompts = DeepPrompts(config.vision_depth, config.vision_n_ctx, vision_width)
@@ -74,11 +76,9 @@ class PromptedCLIP(nn.Module):
             text_biases = ResidualBiases(config.bias_where, config.bias_text_depth, text_width)
         if config.bias_vision_depth:
             vision_biases = ResidualBiases(config.bias_where, config.bias_vision_depth, vision_width)
-        n_patches = clip.visual.positional_embedding.shape[0]            # [CLS] + patches
-        self.text_tower = Tower("text", clip.transformer.resblocks,
-                                PromptSlot(1, config.text_n_ctx), text_prompts, text_biases)
-        self.vision_tower = Tower("vision", clip.visual.transformer.resblocks,
-                                  PromptSlot(n_patches, config.vision_n_ctx), vision_prompts, vision_biases)
+        self.text_tower = Tower("text", clip.transformer.resblocks, text_slot, text_prompts, text_biases)
+        self.vision_tower = Tower("vision", clip.visual.transformer.resblocks, vision_slot, vision_prompts,
+                                  vision_biases)
         self.to(backbone.device)
 
     # ----------------------------------------------------------------- prompts
@@ -109,7 +109,7 @@ class PromptedCLIP(nn.Module):
         x = visual.patch_dropout(x)
         prompts = self.vision_tower.prompts
         if prompts is not None:
-            x = torch.cat([x, prompts.vectors[0].to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+            x = self.vision_tower.slot.insert(x, prompts.vectors[0])
         x = visual.ln_pre(x)
         x = self.vision_tower(x, None, self._recorder, self._ablation)
         pooled = visual.ln_post(x[:, 0]) @ visual.proj                    # [B, E]
@@ -121,8 +121,7 @@ class PromptedCLIP(nn.Module):
         x = clip.token_embedding(tokens)                                  # [C, L, D]
         prompts = self.text_tower.prompts
         if prompts is not None:
-            first = prompts.vectors[0].to(x.dtype).expand(x.shape[0], -1, -1)
-            x = torch.cat([x[:, :1], first, x[:, 1 + prompts.n_ctx:]], dim=1)
+            x = self.text_tower.slot.insert(x, prompts.vectors[0])
         n = tokens.shape[1]
         x = x + clip.positional_embedding[:n].to(x.dtype)
         x = self.text_tower(x, clip.attn_mask[:n, :n].to(x.dtype), self._recorder, self._ablation)
@@ -138,8 +137,6 @@ class PromptedCLIP(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits [B, C]."""
         return self.logits_from(self.encode_image(images), self.encode_text())
-
-    logits = forward
 
     # ----------------------------------------------------------------- observation
     @contextmanager
@@ -165,14 +162,12 @@ class PromptedCLIP(nn.Module):
             visual = self.clip.visual
             n = visual.positional_embedding.shape[0] + self.config.vision_n_ctx
             grid = visual.grid_size[0]
-            return TokenLayout(n, self.vision_tower.slot.key_mask(n) if self.config.vision_n_ctx
-                               else torch.zeros(n, dtype=torch.bool), grid, visual.patch_size[0])
+            return TokenLayout(n, self.vision_tower.slot.mask(n), grid, visual.patch_size[0])
         if tower != "text":
             raise ValueError(f"tower must be 'vision' or 'text', got {tower!r}")
         n = self.text_tokens.shape[1]
-        is_prompt = torch.zeros(n, dtype=torch.bool)
-        is_prompt[1:1 + self.config.text_n_ctx] = True
-        return TokenLayout(n, is_prompt, token_types=[self._token_types(i) for i in range(len(self.classnames))],
+        return TokenLayout(n, self.text_tower.slot.mask(n),
+                           token_types=[self._token_types(i) for i in range(len(self.classnames))],
                            eos_index=self.eos_index.cpu())
 
     def _token_types(self, c: int) -> list[str]:

@@ -21,7 +21,11 @@ from .capture import Recorder, Scope
 
 @dataclass(frozen=True)
 class PromptSlot:
-    """Where a tower's prompt tokens sit in its sequence: positions start .. start + length - 1."""
+    """Where a tower's prompt tokens sit in its sequence: positions start .. start + length - 1.
+
+    The one definition of the prompt positions: block 0 (``prompted.py``), the deep blocks
+    (``Tower.forward``), the attention's prompt keys and the statistics' ``TokenLayout`` all ask it.
+    """
 
     start: int
     length: int
@@ -30,12 +34,28 @@ class PromptSlot:
     def stop(self) -> int:
         return self.start + self.length
 
-    def key_mask(self, n_tokens: int, device=None) -> torch.Tensor | None:
-        if self.length == 0:
-            return None
+    @property
+    def positions(self) -> slice:
+        return slice(self.start, self.stop)
+
+    def mask(self, n_tokens: int, device=None) -> torch.Tensor:
+        """[n_tokens] bool, True at the prompt positions."""
         mask = torch.zeros(n_tokens, dtype=torch.bool, device=device)
-        mask[self.start:self.stop] = True
+        mask[self.positions] = True
         return mask
+
+    def key_mask(self, n_tokens: int, device=None) -> torch.Tensor | None:
+        """``mask``, or None without prompts (the attention then skips the decomposition)."""
+        return self.mask(n_tokens, device) if self.length else None
+
+    def insert(self, x: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, N, D] with the slot holding ``vectors`` [length, D], for every sequence.
+
+        The slot's tokens are replaced; a sequence that ends where the slot starts (the vision
+        embeddings before block 0) gets them appended.
+        """
+        vectors = vectors.to(x.dtype).expand(x.shape[0], -1, -1)
+        return torch.cat([x[:, :self.start], vectors, x[:, self.stop:]], dim=1)
 
 
 class DeepPrompts(nn.Module):
@@ -86,8 +106,7 @@ class Tower(nn.Module):
         prompt_keys = self.slot.key_mask(x.shape[1], x.device)
         for i, block in enumerate(self.blocks):
             if self.prompts is not None and 0 < i < self.prompts.depth:
-                deep = self.prompts.vectors[i].to(x.dtype).expand(x.shape[0], -1, -1)
-                x = torch.cat([x[:, :self.slot.start], deep, x[:, self.slot.stop:]], dim=1)
+                x = self.slot.insert(x, self.prompts.vectors[i])
             scope = Scope(recorder, f"{self.name}.blocks.{i}")
             scope.record("resid_pre", x)
             attn_out = self_attention(block.attn, block.ln_1(x), mask, prompt_keys, scope, ablation)

@@ -59,10 +59,6 @@ class VariantConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @property
-    def learned_text_context(self) -> bool:
-        return self.text_n_ctx > 0
-
 
 def variant_config(variant: str, **hparams) -> VariantConfig:
     """Defaults of ``variant`` updated with ``hparams``, type- and range-checked (blocks checked later)."""

@@ -4,6 +4,8 @@ profile that tells the reader which model and data the numbers come from.
 Each notebook is executed by papermill into ``book/generated/<name>.ipynb`` (via a temporary
 file, so a failed analysis never leaves a page that looks finished). A notebook whose executed
 copy is newer than the experiment's results and has the same parameters is not run again.
+The executed copy is tagged for Jupyter Book (`tag_for_book`): the page shows outputs with
+each code cell collapsed, so the templates stay free of presentation tags.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ RUN_NOTEBOOKS = ("decomposition", "token_contributions", "eos_attention", "dista
 TABLE_NOTEBOOKS = ("bias_tuning", "results")
 DATA_NOTEBOOKS = ("datasets",)  # chapters about the experiment's data, no run needed
 DEMO_MODEL = "demo-clip"
+EXPLORER_IMAGES = 8  # test images per dataset in the attention explorer
 
 
 class AnalysisError(RuntimeError):
@@ -44,8 +47,10 @@ def notebook_parameters(experiment: Experiment, name: str, out_dir: Path) -> dic
     a = experiment.analysis
     params = {"runs_root": experiment.output_root, "dataset": a.dataset, "variant_name": a.variant_name,
               "seed": a.seed, "data_root": experiment.data_root, "n_images": a.n_images, "tables_dir": tables}
-    if name == "attention_explorer":
-        params["n_images"] = min(4, a.n_images)
+    if name == "attention_explorer":  # every dataset of the experiment, its data under the site's _static/
+        params = {"runs_root": experiment.output_root, "datasets": list(experiment.datasets),
+                  "variant_name": a.variant_name, "seed": a.seed, "data_root": experiment.data_root,
+                  "n_images": EXPLORER_IMAGES, "static_dir": str(out_dir / "_static")}
     return params
 
 
@@ -81,6 +86,19 @@ def _up_to_date(target: Path, params: dict, results: Path) -> bool:
     return stored == params
 
 
+def tag_for_book(nb: nbformat.NotebookNode) -> None:
+    """Collapse every code cell's source (``hide-input``: the reader sees the outputs and can open
+    the code) and the whole of papermill's injected-parameters cell (``hide-cell``): the values a
+    page was computed with stay one click away, but no reader has to scroll past them."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        tag = "hide-cell" if "injected-parameters" in tags else "hide-input"
+        if tag not in tags:
+            tags.append(tag)
+
+
 def _execute(template: Path, target: Path, params: dict, cwd) -> None:
     partial = target.with_name(target.stem + ".partial.ipynb")
     try:
@@ -88,6 +106,9 @@ def _execute(template: Path, target: Path, params: dict, cwd) -> None:
     except Exception as err:
         raise AnalysisError(f"analysis {template.stem} failed: {first_line(err)}; "
                             f"its partial output is {partial}") from err
+    nb = nbformat.read(partial, as_version=4)
+    tag_for_book(nb)
+    nbformat.write(nb, partial)
     os.replace(partial, target)
 
 

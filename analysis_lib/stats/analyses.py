@@ -15,7 +15,6 @@ from PIL import Image
 
 from .. import data
 from .collect import collect
-from ..data.transforms import eval_transform
 from ..model.prompted import PromptedCLIP, build_model
 from .relevance import token_relevance
 from .rollout import attention_rollout, rollout_row
@@ -154,37 +153,6 @@ def eos_attention_table(stats: pd.DataFrame) -> pd.DataFrame:
         ["model", "block", "head", "token_type", "value"]].rename(columns={"value": "attention"})
 
 
-@torch.no_grad()
-def explorer_data(model: PromptedCLIP, images: torch.Tensor, image_ids: list[str]
-                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The attention explorer's data: [CLS] attention over the patches of each image and [EOS]
-    attention over the tokens of each class prompt, for every block and head (query rows only)."""
-    with model.capture("*.attn.pattern") as cache:
-        model(images)
-    grid = model.token_layout("vision").grid
-    rows, cols = np.meshgrid(range(grid), range(grid), indexing="ij")
-    vision, text = [], []
-    for name, pattern in cache.items():
-        tower, block = name.split(".")[0], int(name.split(".")[2])
-        if tower == "vision":
-            cls = pattern[:, :, 0, 1:1 + grid * grid]                     # [B, H, G²]
-            for b, image in enumerate(image_ids):
-                for h in range(cls.shape[1]):
-                    vision.append(pd.DataFrame({"image": image, "block": block, "head": h,
-                                                "patch_row": rows.ravel(), "patch_col": cols.ravel(),
-                                                "attention": cls[b, h].numpy()}))
-        else:
-            for c, classname in enumerate(model.classnames):
-                eos = int(model.eos_index[c])
-                ids = model.text_tokens[c, :eos + 1].tolist()
-                tokens = [model.tokenizer.decode([i]).strip() or "·" for i in ids]
-                for h in range(pattern.shape[1]):
-                    text.append(pd.DataFrame({"prompt": classname, "block": block, "head": h,
-                                              "position": range(eos + 1), "token": tokens,
-                                              "attention": pattern[c, h, eos, :eos + 1].numpy()}))
-    return pd.concat(vision, ignore_index=True), pd.concat(text, ignore_index=True)
-
-
 # ------------------------------------------------------------------ 2. token contributions
 @torch.no_grad()
 def predictions(model: PromptedCLIP, loader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,24 +274,6 @@ def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int = 64) 
     return sums.assign(foreground=sums.foreground_sum / sums.n_foreground,
                        background=sums.background_sum / sums.n_background)[
         ["block", "head", "feature", "foreground", "background", "n_foreground", "n_background"]]
-
-
-# ------------------------------------------------------------------ explorer inputs
-def explorer_images(run: LoadedRun, n: int = 4) -> tuple[torch.Tensor, list[str], dict[str, Image.Image]]:
-    """The first ``n`` base test images: model input, ids, and the pictures as the model sees them
-    (resized and centre-cropped, not normalised) for drawing under the attention."""
-    items = run.splits["base"].test[:n]
-    size = run.backbone.image_size
-    loader = run.test_loader("base", n)
-    images, _ = first_images(loader, n)
-    ids = [f"{i}: {item.classname}" for i, item in enumerate(items)]
-    crop = eval_transform(size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    pictures = {}
-    for image_id, item in zip(ids, items):
-        with Image.open(item.path) as picture:
-            tensor = crop(picture.convert("RGB"))
-        pictures[image_id] = Image.fromarray((tensor.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    return images, ids, pictures
 
 
 # ------------------------------------------------------------------ 7. results tables

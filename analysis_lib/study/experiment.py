@@ -25,6 +25,8 @@ from .train_config import TrainConfig
 from ..model.variants import VARIANTS, VariantConfig, VariantError, check_depths, variant_config
 
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
+# What a run writes last into its folder; with the run's config hash inside, the folder is complete.
+METRICS_FILE = "metrics.json"
 DEFAULT_SEEDS = (1, 2, 3)
 REQUIRED_KEYS = ("datasets", "variants", "model", "data_root")
 OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device", "analysis", "reuse_kernels",

@@ -24,6 +24,7 @@ from ..files import write_text_atomic
 from ..data.transforms import ItemDataset, eval_transform, train_transform
 from ..model.prompted import build_model
 from .aggregate import harmonic_mean
+from .experiment import METRICS_FILE
 from ..checks import ConfigError, check_folder, check_type, unknown_name_error
 from .train_config import TrainConfig
 from .trainer import evaluate, set_seed, torch_threads, train
@@ -31,7 +32,6 @@ from .trainer import evaluate, set_seed, torch_threads, train
 log = logging.getLogger(__name__)
 
 PARAMS_FILE = "trainable.safetensors"
-METRICS_FILE = "metrics.json"
 LOSS_FILE = "loss.csv"
 
 

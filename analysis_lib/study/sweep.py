@@ -41,12 +41,11 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_core.utils import run_sync
 from tqdm.auto import tqdm
 
-from .experiment import Run, hashed_config
+from .experiment import METRICS_FILE, Run, hashed_config
 from ..files import FileContentError, read_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 KERNEL_NAME = "python3"
 
 

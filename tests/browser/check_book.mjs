@@ -7,9 +7,14 @@
 // - requests that failed or were answered with an HTTP error,
 // - requests to any host other than the one serving the book (fonts and scripts included),
 // - JavaScript errors and console errors,
-// - charts (div.book-chart, any .vega-embed) without an <svg> or <canvas> inside,
+// - charts (div.book-chart, any .vega-embed) without an <svg> or <canvas> inside, or drawn wider
+//   than the page's content column,
 // - math that MathJax did not typeset, widgets that the widget manager did not render,
-// - attention explorers whose rendering does not change when the block slider moves.
+// - attention explorers whose three panels are not different drawings, or whose view does not
+//   change when a control moves (block, head, text head, image, mean over heads, raw / rollout,
+//   dataset);
+// and, per page, every file loaded before any control moved (firstLoad) and after (laterLoads).
+// Per page it also counts the code cells' inputs and how many of them a reader sees unopened.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -57,48 +62,83 @@ function pageName(url) {
 async function renderedCharts(page) {
   return page.evaluate(() => {
     const charts = [...document.querySelectorAll(".book-chart, .vega-embed")];
-    return charts.map((el) => ({
-      kind: el.dataset.bookChart || "vega-embed",
-      rendered: !!el.querySelector("svg, canvas"),
-      text: el.querySelector("svg, canvas") ? "" : el.textContent.slice(0, 200),
-    }));
+    return charts.map((el) => {
+      const drawn = el.querySelector("svg, canvas");
+      const column = (el.closest("article") || document.querySelector("main") || document.body).getBoundingClientRect();
+      return {
+        kind: el.dataset.bookChart || "vega-embed",
+        rendered: !!drawn,
+        text: drawn ? "" : el.textContent.slice(0, 200),
+        width: drawn ? Math.round(drawn.getBoundingClientRect().width) : 0,
+        overflow: drawn ? Math.max(0, Math.round(drawn.getBoundingClientRect().right - column.right)) : 0,
+      };
+    });
   });
 }
 
-// The markup of the explorer's drawing, to compare before and after moving a slider.
+// What the explorer shows: every canvas's pixels, the bars and the numbers.
 async function drawing(chart) {
-  return chart.evaluate((el) => {
-    const canvas = el.querySelector("canvas");
-    if (canvas) return canvas.toDataURL();
-    return el.querySelector("svg").outerHTML;
-  });
+  return chart.evaluate((el) =>
+    [...el.querySelectorAll("canvas")].map((c) => c.toDataURL()).join("|") +
+    [...el.querySelectorAll(".ae-bars, .ae-numbers")].map((e) => e.innerHTML).join("|"));
 }
 
+async function settle(page, chart, before) {
+  let after = before;
+  for (let waited = 0; waited < 5000; waited += 100) {
+    await page.waitForTimeout(100);
+    const state = await chart.getAttribute("data-state");
+    after = await drawing(chart);
+    if (state === "ready" && after !== before) break;
+  }
+  return after;
+}
+
+// Moves each control of each explorer (and picks another dataset) and records whether the view changed.
 async function checkExplorers(page, name) {
   const explorers = await page.locator('.book-chart[data-book-chart="attention_explorer"]').all();
   const results = [];
   for (const [i, chart] of explorers.entries()) {
-    const slider = chart.locator('input[type="range"][name="block"]');
-    if ((await slider.count()) !== 1) {
-      problems.push(`${name}: attention explorer ${i} has no block slider`);
-      continue;
+    await page.waitForFunction((el) => el.dataset.state === "ready", await chart.elementHandle(), { timeout: WAIT_MS })
+      .catch(() => problems.push(`${name}: explorer ${i} never became ready`));
+    const result = {};
+    const moves = [  // [what, control, how: "max" | "last" | "check" | a value]
+      ["block", 'input[name="block"]', "max"],
+      ["head", 'input[name="head"]', "max"],
+      ["text_head", 'input[name="text_head"]', "max"],
+      ["image", 'select[name="image"]', "last"],
+      ["mean_heads", 'input[name="mean_heads"]', "check"],
+      ["rollout", 'select[name="view"]', "rollout"],
+      ["raw", 'select[name="view"]', "raw"],
+      ["dataset", 'select[name="dataset"]', "last"],
+    ];
+    for (const [what, selector, how] of moves) {
+      const control = chart.locator(selector);
+      if ((await control.count()) !== 1) {
+        problems.push(`${name}: explorer ${i} has no control ${selector}`);
+        continue;
+      }
+      if (how === "last" && (await control.evaluate((input) => input.options.length)) < 2) continue;  // nothing to pick
+      const before = await drawing(chart);
+      await control.evaluate((input, how) => {
+        if (how === "max") input.value = input.max;
+        else if (how === "last") input.selectedIndex = input.options.length - 1;
+        else if (how === "check") input.checked = true;
+        else input.value = how;
+        input.dispatchEvent(new Event("input", { bubbles: true }));
+        input.dispatchEvent(new Event("change", { bubbles: true }));
+      }, how);
+      const changed = (await settle(page, chart, before)) !== before;
+      if (!changed) problems.push(`${name}: explorer ${i}: changing ${what} changed nothing`);
+      result[what] = changed;
+      if (what === "block") {  // past block 0 (where W/O equals CLIP) the three panels differ
+        const panels = await chart.evaluate((el) => [...el.querySelectorAll("canvas[data-panel]")].map((c) => c.toDataURL()));
+        result.panelsDiffer = panels.length === 3 && new Set(panels).size === 3;
+        if (!result.panelsDiffer) problems.push(`${name}: explorer ${i}: the CLIP, W/O and W panels are not three different drawings`);
+      }
     }
-    const before = await drawing(chart);
-    const moved = await slider.evaluate((input) => {
-      const target = Number(input.value) === Number(input.max) ? input.min : input.max;
-      input.value = target;
-      input.dispatchEvent(new Event("input", { bubbles: true }));
-      input.dispatchEvent(new Event("change", { bubbles: true }));
-      return Number(input.value);
-    });
-    let after = before;
-    for (let waited = 0; waited < 5000 && after === before; waited += 100) {
-      await page.waitForTimeout(100);
-      after = await drawing(chart);
-    }
-    const changed = after !== before;
-    if (!changed) problems.push(`${name}: explorer ${i}: moving the block slider to ${moved} changed nothing`);
-    results.push({ block: moved, changed });
+    result.dataset_name = await chart.locator('select[name="dataset"]').inputValue();
+    results.push(result);
   }
   return results;
 }
@@ -111,7 +151,13 @@ async function visit(url) {
     if (msg.type() === "error") problems.push(`${name}: console error: ${msg.text()}`);
   });
   let inFlight = 0;
-  page.on("requestfinished", () => inFlight--);
+  const loaded = [];
+  page.on("requestfinished", async (req) => {
+    inFlight--;
+    if (req.url().startsWith("data:")) return;
+    const sizes = await req.sizes().catch(() => null);
+    loaded.push({ url: req.url(), bytes: sizes ? sizes.responseBodySize : 0 });
+  });
   page.on("request", (req) => {
     inFlight++;
     requests.push({ page: name, url: req.url() });
@@ -126,7 +172,7 @@ async function visit(url) {
   });
 
   await page.goto(url, { waitUntil: "networkidle" });
-  const info = { page: name, charts: [], math: 0, widgets: 0, explorers: [] };
+  const info = { page: name, charts: [], code: {}, math: 0, widgets: 0, explorers: [] };
 
   const expected = await page.locator(".book-chart, .vega-embed").count();
   if (expected) {
@@ -138,8 +184,14 @@ async function visit(url) {
     info.charts = await renderedCharts(page);
     for (const chart of info.charts) {
       if (!chart.rendered) problems.push(`${name}: a ${chart.kind} chart did not render: ${chart.text}`);
+      if (chart.overflow > 1) problems.push(`${name}: a ${chart.kind} chart reaches ${chart.overflow} px past the content column`);
     }
   }
+
+  info.code = await page.evaluate(() => {
+    const inputs = [...document.querySelectorAll(".cell_input")];
+    return { inputs: inputs.length, shown: inputs.filter((el) => el.checkVisibility()).length };
+  });
 
   info.math = await page.locator(".math").count();
   if (info.math) {
@@ -162,12 +214,14 @@ async function visit(url) {
     if (!shown) problems.push(`${name}: the widget manager did not render the page's ${info.widgets} widgets`);
   }
 
-  info.explorers = await checkExplorers(page, name);
   // Fonts and modules load lazily, after layout: wait until no request has been open for 500 ms.
   for (let quiet = 0, waited = 0; quiet < 500 && waited < WAIT_MS; waited += 50) {
     await page.waitForTimeout(50);
     quiet = inFlight > 0 ? 0 : quiet + 50;
   }
+  info.firstLoad = loaded.map((r) => ({ ...r, url: new URL(r.url).pathname }));
+  info.explorers = await checkExplorers(page, name);
+  info.laterLoads = loaded.slice(info.firstLoad.length).map((r) => ({ ...r, url: new URL(r.url).pathname }));
   if (args.screenshots) {
     await page.screenshot({ path: join(args.screenshots, name.replace(/\//g, "__") + ".png"), fullPage: true });
   }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what tests/test_book_browser.py needs, only where it is missing (fast when present):
-# Debian's chromium, node and npm (apt), and playwright-core at the version package-lock.json pins.
-# Exit code 75 means a package registry could not be reached (the test then skips, loudly).
+# `make browser-deps`: installs what the browser tests (tests/test_book_browser.py, test_pipeline.py)
+# need, only where it is missing (fast when present): Debian's chromium, node and npm (apt), and
+# playwright-core at the version package-lock.json pins.
+# Exit code 75 means a package registry could not be reached.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -1,0 +1,147 @@
+"""The attention explorer: its tables on a trained run, the quantised data the book ships, the live widgets."""
+import base64
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis_lib.report import explorer_page, live_explorer
+from analysis_lib.stats import explorer_data
+from analysis_lib.study.run_folder import load_run
+
+
+@pytest.fixture(scope="module")
+def run(ivlp_run):
+    return load_run(ivlp_run[0].output_dir)
+
+
+@pytest.fixture(scope="module")
+def tables(run):
+    return explorer_data.explorer_tables(run, 8)
+
+
+def test_tables_hold_the_three_panels_of_every_block_and_head(run, tables):
+    cls, share = tables["cls_attention"], tables["prompt_share"]
+    clip, wo, w = (cls[explorer_data.PANELS.index(p)] for p in ("CLIP", "W/O", "W"))
+    assert cls.shape == (3, 8, 2, 2, 16) and tables["cls_rollout"].shape == (3, 8, 2, 16)
+    assert list(tables["images"].group) == ["base"] * 4 + ["novel"] * 4
+    # W/O is W without the prompt keys, renormalised over [CLS] + patches: W's patches / (1 - prompts' share).
+    np.testing.assert_allclose(wo, w / (1 - share[..., None]), rtol=1e-5)
+    assert (w.sum(-1) + share < 1 + 1e-5).all() and (clip.sum(-1) < 1 + 1e-5).all()
+    # Block 0 sees the same tokens with and without prompts, so W/O equals CLIP there (the IVLP rule);
+    # later blocks see tokens the prompts changed.
+    np.testing.assert_allclose(wo[:, 0], clip[:, 0], atol=1e-6)
+    assert not np.allclose(clip[:, 1], wo[:, 1], atol=1e-3)
+    assert ((tables["lam"] > 0) & (tables["lam"] <= 1)).all() and ((share > 0) & (share < 1)).all()
+    # Rollout after block 0 is block 0's head-averaged attention with the residual mixed in.
+    w0 = w[:, 0].mean(1)                                              # [I, G²]
+    np.testing.assert_allclose(tables["cls_rollout"][2, :, 0], w0 / 2, rtol=1e-4)
+    eos = tables["eos_attention"].groupby(["model", "classname", "block", "head"]).attention.sum()
+    assert eos.to_numpy() == pytest.approx(1.0, rel=1e-5)            # the [EOS] row over its tokens
+    prompted = tables["eos_attention"].query("model == 'prompted' and token_type == 'prompt'")
+    assert len(prompted) and prompted.token.str.fullmatch(r"\[P\d+\]").all()   # learned prompts, not words
+    assert set(tables["eos_attention"].classname) == set(tables["images"].classname)
+
+
+def test_tables_are_saved_next_to_the_run_and_read_back(tables, tmp_path):
+    folder = explorer_data.save_tables(tables, tmp_path / "explorer")
+    back = explorer_data.load_tables(folder)
+    assert set(back) == set(tables)
+    np.testing.assert_array_equal(back["cls_attention"], tables["cls_attention"])
+    pd.testing.assert_frame_equal(back["eos_attention"], tables["eos_attention"], check_dtype=False, rtol=1e-6)
+    with pytest.raises(FileNotFoundError, match="no explorer tables"):
+        explorer_data.load_tables(tmp_path)
+
+
+def _array(packed: dict, key: str, shape) -> np.ndarray:
+    dtype = np.uint8 if key == "codes" else np.float32
+    return np.frombuffer(base64.b64decode(packed[key]), dtype=dtype).reshape(shape)
+
+
+def test_quantised_data_reconstruct_the_attention_within_the_tolerance(tables, tmp_path):
+    """Decode the dataset file as the page's script does and compare with the tables."""
+    path = explorer_page.write_dataset(tmp_path, "Pets", tables)
+    text = path.read_text()
+    packed = json.loads(text[text.index("] = ") + 4:].rstrip(";\n"))
+    cls, rollout = tables["cls_attention"], tables["cls_rollout"]
+    P, I, L, H, G2 = cls.shape
+    codes = _array(packed["cls"], "codes", (2, I, L, H, G2))
+    scale = _array(packed["cls"], "scale", (P, I, L, H))
+    for p, c in enumerate(packed["code_panel"]):
+        error = np.abs(explorer_page.dequantise_rows(codes[c], scale[p]) - cls[p])
+        assert (error <= explorer_page.TOLERANCE * cls[p].max(-1, keepdims=True) + 1e-7).all(), packed["panels"][p]
+    roll = explorer_page.dequantise_rows(_array(packed["rollout"], "codes", rollout.shape),
+                                         _array(packed["rollout"], "scale", rollout.shape[:-1]))
+    assert (np.abs(roll - rollout) <= explorer_page.TOLERANCE * rollout.max(-1, keepdims=True) + 1e-7).all()
+    eos = tables["eos_attention"]
+    for classname, models in packed["text"].items():
+        for model, t in models.items():
+            rows = eos[(eos.classname == classname) & (eos.model == model)].sort_values(["block", "head", "position"])
+            exact = rows.attention.to_numpy().reshape(L, -1, len(t["tokens"]))
+            got = explorer_page.dequantise_rows(_array(t["attention"], "codes", exact.shape),
+                                                _array(t["attention"], "scale", exact.shape[:-1]))
+            assert (np.abs(got - exact) <= explorer_page.TOLERANCE * exact.max(-1, keepdims=True) + 1e-7).all()
+    assert [i["group"] for i in packed["images"]] == ["base"] * 4 + ["novel"] * 4
+    assert text.startswith("(window.attentionExplorerData") and "</" not in text
+
+
+def test_quantisation_error_is_half_a_step_of_the_row_maximum():
+    rows = np.random.default_rng(0).dirichlet(np.ones(196), size=(1000,)).astype(np.float32)
+    codes, scale = explorer_page.quantise_rows(rows)
+    error = np.abs(explorer_page.dequantise_rows(codes, scale) - rows) / scale[:, None]
+    assert error.max() <= explorer_page.TOLERANCE + 1e-7 and error.max() > 0.9 * explorer_page.TOLERANCE
+    with pytest.raises(explorer_page.ExplorerDataError, match="non-negative"):
+        explorer_page.quantise_rows(-rows)
+
+
+def test_packing_names_what_is_wrong(tables):
+    broken = dict(tables, cls_attention=tables["cls_attention"].copy())
+    broken["cls_attention"][1] = tables["cls_attention"][0]                   # CLIP's rows as W/O
+    with pytest.raises(explorer_page.ExplorerDataError, match="W/O rows are not the W rows rescaled"):
+        explorer_page.pack_dataset("Pets", broken)
+    with pytest.raises(explorer_page.ExplorerDataError, match=r"Pets: cls_attention must be"):
+        explorer_page.pack_dataset("Pets", dict(tables, cls_attention=tables["cls_attention"][0]))
+    with pytest.raises(explorer_page.ExplorerDataError, match="lack one of the models"):
+        explorer_page.pack_dataset("Pets", dict(tables, eos_attention=tables["eos_attention"].query("model == 'CLIP'")))
+
+
+def test_vitb16_dataset_file_size_is_calculated_from_the_packer():
+    small = explorer_page.dataset_bytes(2, blocks=2, heads=2, grid=4, text_blocks=2, text_heads=2, n_tokens=5, image_size=32)
+    codes = 2 * 2 * 2 * 2 * 16                                        # two coded panels, I × L × H × G²
+    assert small > codes * 4 / 3
+    vitb16 = explorer_page.dataset_bytes(8)
+    assert 2 * 8 * 12 * 12 * 196 * 4 / 3 < vitb16 < 2e6
+
+
+def test_live_explorer_widgets_change_the_views(run):
+    live = live_explorer.LiveExplorer(run.settings.output_dir)
+    assert live.tables is not None and live.image.value == run.splits["base"].test[0].path
+    def views():
+        return [live.panels[p].value for p in explorer_data.PANELS] + [live.numbers.value, live.text.value]
+    first = views()
+    assert first[0] == first[1] != first[2]           # block 0: W/O is CLIP (the IVLP rule), W differs
+    for widget, value in ((live.block, 1), (live.head, 1), (live.mean_heads, True), (live.view, "rollout"),
+                          (live.text_head, 1)):
+        before = views()
+        widget.value = value
+        if widget is live.text_head:                                  # rollout averages heads: switch back first
+            assert views() == before
+            live.view.value = "attention"
+            live.mean_heads.value = False
+            before = views()
+            live.text_head.value = 0
+        assert views() != before, widget.description
+        if widget is live.block:
+            assert len(set(views()[:3])) == 3                         # past block 0 the three panels differ
+    before = views()
+    live.image.value = run.splits["novel"].test[0].path               # another image file
+    assert views() != before
+    before = views()
+    live.classname.value = ("novel", 1)                               # another class prompt: only the text changes
+    after = views()
+    assert after[:3] == before[:3] and after[4] != before[4]
+    live.image.value = "/no/such/image.png"
+    assert "cannot read" in live.message.value
+    live.run_dir.value = "/no/such/run"
+    assert "cannot open the run" in live.message.value
