@@ -6,31 +6,20 @@ tower's cost grows with the number of classes. Measured here, in one run, interl
     one pass padded to the longest prompt (the code before), on a 1000-class ivlp step;
   * class features once per run for the `vision` variant (nothing learned in its text tower),
     against re-encoding them at every step (the code before), on a 100-class step.
-Class names: one-token words, 1 to 7 per name with ImageNet-like frequencies (most names are 1-3
-words, a few are long); the ratio of the first saving depends on that spread of lengths.
+Class names: see ``timing.class_names``; the ratio of the first saving depends on their spread of
+lengths.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import random
 
 import torch
 import torch.nn.functional as F
 
 from analysis_lib.model.backbone import load_backbone
 from analysis_lib.model.prompted import build_model
-from timing import compare, median_time
-
-WORDS = ["red", "fox", "great", "white", "shark", "dog", "cat", "bird", "sea", "snake", "tree", "frog",
-         "house", "car", "ship", "boat", "black", "green", "horse", "bear"]
-WORDS_PER_NAME = {1: 35, 2: 35, 3: 18, 4: 8, 5: 3, 7: 1}  # weights, in percent
-
-
-def class_names(n: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    counts = rng.choices(list(WORDS_PER_NAME), weights=list(WORDS_PER_NAME.values()), k=n)
-    return [" ".join(rng.choices(WORDS, k=k)) for k in counts]
+from timing import class_names, compare, median_time
 
 
 def main() -> None:

@@ -28,9 +28,10 @@ DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 DEFAULT_SEEDS = (1, 2, 3)
 REQUIRED_KEYS = ("datasets", "variants", "model", "data_root")
 OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device", "analysis", "reuse_kernels")
-# Parameters that say where things are, not what is computed: left out of the config hash, so
-# moving the data or the runs does not make finished runs look stale.
-LOCATION_KEYS = ("data_root", "output_dir")
+# Parameters that say where things are or how fast they are computed, not what: left out of the
+# config hash, so moving the data or the runs, or another machine's loader processes (batches do
+# not depend on them, see loading.py), does not make finished runs look stale.
+LOCATION_KEYS = ("data_root", "output_dir", "num_workers")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from .. import data
 from ..model.backbone import load_backbone
@@ -24,6 +23,7 @@ from ..data.transforms import ItemDataset, eval_transform, train_transform
 from ..model.prompted import build_model
 from .aggregate import harmonic_mean
 from ..checks import check_type
+from .loading import eval_loader, train_loader
 from .train_config import TrainConfig
 from .trainer import evaluate, set_seed, train
 
@@ -99,18 +99,15 @@ def run_training(settings: RunSettings) -> dict:
     losses: list[float] = []
     if model.n_trainable:
         transform = train_transform(backbone.image_size, backbone.mean, backbone.std, cfg.crop_scale)
-        loader = DataLoader(ItemDataset(base.train, transform),
-                            batch_size=cfg.batch_size, shuffle=True, drop_last=False,
-                            num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(settings.seed))
+        loader = train_loader(ItemDataset(base.train, transform), cfg, settings.seed, device)
         losses = train(model, loader, lr=cfg.lr, epochs=cfg.epochs, momentum=cfg.momentum,
                        weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs,
                        warmup_lr=cfg.warmup_lr, precision=cfg.precision, progress=settings.progress)
         model.save_trainable(out / PARAMS_FILE)
 
     def test_loader(items):
-        return DataLoader(ItemDataset(items, eval_transform(backbone.image_size, backbone.mean, backbone.std)),
-                          batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
+        return eval_loader(ItemDataset(items, eval_transform(backbone.image_size, backbone.mean, backbone.std)),
+                           cfg, device)
 
     base_acc = evaluate(model, test_loader(base.test), cfg.precision, settings.progress)
     novel_model = build_model(settings.variant, backbone, data.prompt_classnames(novel.classnames),
