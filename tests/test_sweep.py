@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -415,3 +416,35 @@ def test_reused_kernel_trains_exactly_like_a_fresh_one(data_root, tmp_path, monk
     assert [r.status for r in reused + fresh] == ["done"] * 3
     a, b = (load_file(str(Path(r.folder) / "trainable.safetensors")) for r in (reused[1], fresh[0]))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_zeroshot_runs_once_per_dataset_and_is_shared_across_seeds(project, capsys):
+    exp = write_experiment(project, seeds=[1, 2, 3], variants={"zeroshot": {"variant": "zeroshot"},
+                                                               "ivlp": {"variant": "ivlp"}})
+    assert main(["sweep", str(exp), "--workers", "0"]) == 0
+    assert "done 4 · shared 2 · skipped 0 · failed 0" in capsys.readouterr().out
+    assert sorted(executions(project)) == ["Toy/ivlp/1", "Toy/ivlp/2", "Toy/ivlp/3", "Toy/zeroshot/1"]
+    runs = {run.run_id: run for run in load_experiment(exp, KNOWN).runs()}
+    for seed in (1, 2, 3):
+        run = runs[f"Toy/zeroshot/seed{seed}"]
+        folder = project / "runs" / run.run_id
+        assert is_complete(folder, run.config_hash)                       # each seed's own hash
+        metrics = json.loads((folder / METRICS_FILE).read_text())
+        assert metrics["seed"] == seed and metrics["base_acc"] == 71.0  # seed 1's result
+        assert metrics.get("shared_from") == (None if seed == 1 else "Toy/zeroshot/seed1")
+    assert len({r.config_hash for r in runs.values()}) == 6 and runs["Toy/ivlp/seed1"].seed_free_hash is None
+    table = json.loads((project / "runs" / "results.json").read_text())
+    assert {(row["variant_name"], row["n_seeds"]) for row in table if row["dataset"] == "Toy"} == \
+        {("zeroshot", 3), ("ivlp", 3)}                                  # the table still counts every seed
+
+    # Resumed: a lost seed's copy is made again from the complete run, without executing anything.
+    shutil.rmtree(project / "runs" / "Toy" / "zeroshot" / "seed3")
+    assert main(["sweep", str(exp), "--workers", "0"]) == 0
+    assert "shared 1 · skipped 5" in capsys.readouterr().out and len(executions(project)) == 4
+    # A failed execution fails the seeds that share it, naming it.
+    (project / "control" / "fail-Toy-1").touch()
+    changed = write_experiment(project, seeds=[1, 2], train={"epochs": 3},
+                               variants={"zeroshot": {"variant": "zeroshot"}})
+    assert main(["sweep", str(changed), "--workers", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "failed 2" in out and "shares the result of Toy/zeroshot/seed1, which failed" in out

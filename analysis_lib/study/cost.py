@@ -42,9 +42,8 @@ class Work:
 def run_work(run: Run) -> Work:
     params = run.params
     config = variant_config(params["variant"], **params["variant_params"])
-    trains = any((config.text_n_ctx, config.vision_n_ctx, config.bias_text_depth, config.bias_vision_depth))
     classes = base_class_count(get_spec(run.dataset).n_classes)
-    steps = params["epochs"] * math.ceil(params["shots"] * classes / params["batch_size"]) if trains else 0
+    steps = params["epochs"] * math.ceil(params["shots"] * classes / params["batch_size"]) if config.learns else 0
     return Work(steps, classes, bool(config.text_n_ctx or config.bias_text_depth), COOP_TEST_SIZES.get(run.dataset))
 
 

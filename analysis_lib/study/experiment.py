@@ -50,6 +50,15 @@ class Run:
     params: dict  # the notebook's parameters, except output_dir (the sweep sets it)
     config_hash: str
 
+    @property
+    def seed_free_hash(self) -> str | None:
+        """For a variant that learns nothing (zero-shot), the hash of its configuration without the
+        seed: the test sets are fixed, so every seed's result is the same and one execution serves
+        them all (the sweep copies it). None for the other variants."""
+        if variant_config(self.params["variant"], **self.params["variant_params"]).learns:
+            return None
+        return config_hash({key: value for key, value in self.params.items() if key != "seed"})
+
 
 @dataclass(frozen=True)
 class AnalysisConfig:
