@@ -71,14 +71,15 @@ class Rates:
             work.test_images / self.eval_images_per_s
 
 
-def save_rates(rates: Rates, path: str | Path = RATES_FILE) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+def save_rates(rates: Rates, path: str | Path | None = None) -> None:
+    path = Path(path or RATES_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(asdict(rates), indent=2))
 
 
-def load_rates(path: str | Path = RATES_FILE) -> Rates | None:
-    """The rates of the last GPU check, or None when it has not run here."""
-    path = Path(path)
+def load_rates(path: str | Path | None = None) -> Rates | None:
+    """The rates of the last GPU check (default: RATES_FILE), or None when it has not run here."""
+    path = Path(path or RATES_FILE)
     if not path.is_file():
         return None
     try:
@@ -90,10 +91,15 @@ def load_rates(path: str | Path = RATES_FILE) -> Rates | None:
 
 
 def summary(runs: list[Run], rates: Rates | None) -> str:
-    """Per dataset: runs, training steps, test images and, given rates, device hours; then the total."""
+    """Per dataset: runs, training steps, test images and, given rates, device hours; then the total.
+    A seed-free run (zero-shot) costs nothing where another seed's run is listed: the sweep copies it."""
     rows, total_s, unknown = [], 0.0, []
+    first_of = {}
+    for run in runs:
+        first_of.setdefault(run.seed_free_hash or run.run_id, run)
     for dataset in dict.fromkeys(run.dataset for run in runs):
-        works = [run_work(run) for run in runs if run.dataset == dataset]
+        listed = [run for run in runs if run.dataset == dataset]
+        works = [run_work(run) for run in listed if first_of[run.seed_free_hash or run.run_id] is run]
         steps = sum(w.steps for w in works)
         images = None if works[0].test_images is None else sum(w.test_images for w in works)
         seconds = [rates.seconds(w) for w in works] if rates else []
@@ -103,10 +109,10 @@ def summary(runs: list[Run], rates: Rates | None) -> str:
             hours = f"{sum(seconds) / 3600:9.2f} h"
         elif rates:
             unknown.append(dataset)
-        rows.append(f"  {dataset:<14} {len(works):>4} runs {steps:>10,} steps "
+        rows.append(f"  {dataset:<14} {len(listed):>4} runs {steps:>10,} steps "
                     f"{'?' if images is None else f'{images:,}':>10} test images {hours}")
     if rates is None:
-        rows.append(f"no device hours: no measured rates in {RATES_FILE}; run `make gpu-check` on the "
+        rows.append(f"no device hours: no rates measured here ({RATES_FILE}); run `make gpu-check` on the "
                     "machine that will run the sweep")
     else:
         rows.append(f"  total {total_s / 3600:.1f} device hours on {rates.device} ({rates.precision}, "
