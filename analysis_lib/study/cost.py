@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..checks import ConfigError
-from ..data import base_class_count, get_spec
+from ..data import UnknownDatasetError, base_class_count, get_spec
 from ..data.registry import COOP_TEST_SIZES
 from ..files import write_text_atomic
 from ..model.variants import variant_config
@@ -33,17 +33,22 @@ RATES_FILE = "runs/gpu-check.json"
 class Work:
     """One run's work: training steps, the classes each step encodes, the test images it evaluates."""
 
-    steps: int
-    classes: int
+    steps: int | None         # None: the dataset's class count is not known
+    classes: int | None
     text_learned: bool
-    test_images: int | None  # None: no CoOp test-set size for this dataset
+    test_images: int | None   # None: no CoOp test-set size for this dataset
 
 
 def run_work(run: Run) -> Work:
     params = run.params
     config = variant_config(params["variant"], **params["variant_params"])
-    classes = base_class_count(get_spec(run.dataset).n_classes)
-    steps = params["epochs"] * math.ceil(params["shots"] * classes / params["batch_size"]) if config.learns else 0
+    try:
+        n_classes = get_spec(run.dataset).n_classes
+    except UnknownDatasetError:
+        n_classes = None
+    classes = base_class_count(n_classes) if n_classes else None
+    steps = 0 if not config.learns else \
+        None if classes is None else params["epochs"] * math.ceil(params["shots"] * classes / params["batch_size"])
     return Work(steps, classes, bool(config.text_n_ctx or config.bias_text_depth), COOP_TEST_SIZES.get(run.dataset))
 
 
@@ -65,7 +70,7 @@ class Rates:
         return intercept + slope * classes if text_learned else intercept
 
     def seconds(self, work: Work) -> float | None:
-        if work.test_images is None:
+        if work.test_images is None or work.steps is None:
             return None
         return work.steps * self.step_seconds(work.classes, work.text_learned) + \
             work.test_images / self.eval_images_per_s
@@ -100,16 +105,16 @@ def summary(runs: list[Run], rates: Rates | None) -> str:
     for dataset in dict.fromkeys(run.dataset for run in runs):
         listed = [run for run in runs if run.dataset == dataset]
         works = [run_work(run) for run in listed if first_of[run.seed_free_hash or run.run_id] is run]
-        steps = sum(w.steps for w in works)
+        steps = None if any(w.steps is None for w in works) else sum(w.steps for w in works)
         images = None if works[0].test_images is None else sum(w.test_images for w in works)
         seconds = [rates.seconds(w) for w in works] if rates else []
         hours = ""
-        if rates and images is not None:
+        if rates and None not in seconds:
             total_s += sum(seconds)
             hours = f"{sum(seconds) / 3600:9.2f} h"
         elif rates:
             unknown.append(dataset)
-        rows.append(f"  {dataset:<14} {len(listed):>4} runs {steps:>10,} steps "
+        rows.append(f"  {dataset:<14} {len(listed):>4} runs {'?' if steps is None else f'{steps:,}':>10} steps "
                     f"{'?' if images is None else f'{images:,}':>10} test images {hours}")
     if rates is None:
         rows.append(f"no device hours: no rates measured here ({RATES_FILE}); run `make gpu-check` on the "
@@ -119,5 +124,5 @@ def summary(runs: list[Run], rates: Rates | None) -> str:
                     f"batch {rates.batch_size}; rates measured {rates.measured}; cost model: "
                     "analysis_lib/study/cost.py)")
         if unknown:
-            rows.append(f"  not counted (no CoOp test-set size): {', '.join(unknown)}")
+            rows.append(f"  not counted (class count or CoOp test-set size unknown): {', '.join(unknown)}")
     return "\n".join(rows)
