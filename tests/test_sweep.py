@@ -130,6 +130,7 @@ def test_paper_and_demo_experiments(tmp_path, monkeypatch):
     assert len(runs) == 11 * 7 * 3 and len({r.run_id for r in runs}) == len(runs)
     assert paper.train == TrainConfig()  # the file writes PromptSRC's protocol out: the defaults
     assert (paper.model, paper.pretrained) == ("ViT-B-16-quickgelu", "openai")
+    assert paper.analysis.dataset == "OxfordPets"  # `make study` analyses a run with foreground masks
     ivlp = next(r for r in runs if r.variant_name == "ivlp").params["variant_params"]
     assert {k: ivlp[k] for k in ("text_n_ctx", "text_depth", "vision_n_ctx", "vision_depth")} == \
         {"text_n_ctx": 4, "text_depth": 9, "vision_n_ctx": 4, "vision_depth": 9}
