@@ -18,8 +18,9 @@ import yaml
 
 from test_book_browser import REPO, check_in_browser, setup_browser
 
-TABLES = {"datasets", "decomposition", "contributions_vision", "contributions_text", "contributions_per_image",
-          "eos_attention", "distance_entropy", "prompts_as_background", "causal_ablation", "bias_tuning"}
+CONTRIBUTION_TABLES = {"contributions_vision", "contributions_text", "contributions_per_image"}
+TABLES = {"datasets", "decomposition", "eos_attention", "distance_entropy", "prompts_as_background",
+          "causal_ablation", "bias_tuning"} | CONTRIBUTION_TABLES
 
 
 def cli(*args, cwd=REPO):
@@ -67,7 +68,12 @@ def test_one_command_runs_sweep_analyses_and_book(pipeline):
     results = pd.read_csv(root / "runs" / "results.csv")
     assert set(results.variant_name) == {"zeroshot", "ivlp", "bias_both"}
     generated = copy / "book" / "generated"
-    assert {p.stem for p in (generated / "tables").glob("*.csv")} >= TABLES
+    # Token contributions explain the test images zero-shot gets wrong and the prompted model right;
+    # with random weights there may be none, and the chapter then says so instead of writing tables.
+    none_fixed = "no image fixed by prompting" in (generated / "token_contributions.ipynb").read_text()
+    written = {p.stem for p in (generated / "tables").glob("*.csv")}
+    assert written >= (TABLES - CONTRIBUTION_TABLES if none_fixed else TABLES)
+    assert none_fixed or written >= CONTRIBUTION_TABLES
     for notebook in generated.glob("*.ipynb"):
         nb = nbformat.read(notebook, as_version=4)
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
