@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from analysis_lib.model.backbone import load_backbone
 from analysis_lib.model.prompted import build_model
-from timing import class_names, compare, median_time
+from timing import class_names, compare
 
 
 def main() -> None:
@@ -40,17 +40,19 @@ def main() -> None:
 
     model = build_model("ivlp", backbone, class_names(args.classes), template)
 
+    def one_pass(fn):
+        def run():
+            grouped = model.text_groups
+            model.group_text(pass_cost=float("inf"))     # one group, padded to the longest prompt
+            try:
+                fn()
+            finally:
+                model.text_groups = grouped
+        return run
+
     def step():
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(images), labels).backward()
-
-    def one_pass_step():
-        grouped = model.text_groups
-        model.group_text(pass_cost=float("inf"))     # one group, padded to the longest prompt
-        try:
-            step()
-        finally:
-            model.text_groups = grouped
 
     def text_only():
         model.zero_grad(set_to_none=True)
@@ -58,13 +60,14 @@ def main() -> None:
 
     lengths = (model.eos_index + 1).tolist()
     groups = [length for _, _, length in model.text_groups]
-    grouped, one_pass = compare(step, one_pass_step, args.repeats)
-    text = median_time(text_only, args.repeats)
     print(f"ivlp, {args.classes} classes: prompt lengths {min(lengths)}-{max(lengths)} tokens "
           f"(mean {sum(lengths) / len(lengths):.1f}), {len(groups)} groups up to {groups}")
-    print(f"  step {grouped:.2f} s by length / {one_pass:.2f} s padded to the longest: "
-          f"ratio {grouped / one_pass:.3f}")
-    print(f"  text tower forward+backward {text:.2f} s ({100 * text / grouped:.0f}% of the step)")
+    text, text_padded = compare(text_only, one_pass(text_only), args.repeats)
+    print(f"  text tower forward+backward {text:.2f} s by length / {text_padded:.2f} s padded to the "
+          f"longest: ratio {text / text_padded:.3f}")
+    grouped, padded = compare(step, one_pass(step), args.repeats)
+    print(f"  training step {grouped:.2f} s by length / {padded:.2f} s padded to the longest: "
+          f"ratio {grouped / padded:.3f} (text tower {100 * text / grouped:.0f}% of the step)")
 
     vision = build_model("vision", backbone, class_names(100), template)
     fixed = vision.encode_text().detach()
