@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from analysis_lib.model.backbone import load_backbone
 from analysis_lib.model.prompted import build_model
-from timing import class_names, compare
+from timing import class_names, compare, padded_text
 
 
 def main() -> None:
@@ -40,16 +40,6 @@ def main() -> None:
 
     model = build_model("ivlp", backbone, class_names(args.classes), template)
 
-    def one_pass(fn):
-        def run():
-            grouped = model.text_groups
-            model.group_text(pass_cost=float("inf"))     # one group, padded to the longest prompt
-            try:
-                fn()
-            finally:
-                model.text_groups = grouped
-        return run
-
     def step():
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(images), labels).backward()
@@ -62,10 +52,10 @@ def main() -> None:
     groups = [length for _, _, length in model.text_groups]
     print(f"ivlp, {args.classes} classes: prompt lengths {min(lengths)}-{max(lengths)} tokens "
           f"(mean {sum(lengths) / len(lengths):.1f}), {len(groups)} groups up to {groups}")
-    text, text_padded = compare(text_only, one_pass(text_only), args.repeats)
+    text, text_padded = compare(text_only, padded_text(model, text_only), args.repeats)
     print(f"  text tower forward+backward {text:.2f} s by length / {text_padded:.2f} s padded to the "
           f"longest: ratio {text / text_padded:.3f}")
-    grouped, padded = compare(step, one_pass(step), args.repeats)
+    grouped, padded = compare(step, padded_text(model, step), args.repeats)
     print(f"  training step {grouped:.2f} s by length / {padded:.2f} s padded to the longest: "
           f"ratio {grouped / padded:.3f} (text tower {100 * text / grouped:.0f}% of the step)")
 

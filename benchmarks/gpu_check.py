@@ -3,7 +3,8 @@
 ViT-B/16 (QuickGELU) with random weights (speed does not depend on the values), the experiment's
 training precision, batch size and eval batch size, its ivlp variant:
   * ivlp training steps (forward, backward, SGD) with 100 and 1000 classes; the ratio to
-    open_clip's own forward+backward on the same batch (100 classes, full 77-token prompts);
+    open_clip's own forward+backward on the same batch (100 classes, full 77-token prompts); at
+    1000 classes, the ratio of the step with the text tower by length to one padded to the longest;
   * evaluation throughput (image tower, no gradients) at the eval batch size;
   * the analyses stage (decomposition, attention statistics, token contributions) on 64 images;
   * the JPEG decode + augmentation rate of the loader workers beside the rate training consumes;
@@ -37,7 +38,7 @@ from analysis_lib.study.loading import worker_count
 from analysis_lib.study.one_run import resolve_device
 from analysis_lib.study.train_config import TrainConfig
 from analysis_lib.study.trainer import autocast_for
-from timing import class_names, median_time, open_clip_step
+from timing import class_names, median_time, open_clip_step, padded_text
 
 FULL = {"classes": (100, 1000), "repeats": 10, "eval_batches": 5, "analysis_images": 64, "decode_images": 200}
 QUICK = {"classes": (10, 50), "repeats": 1, "eval_batches": 1, "analysis_images": 2, "decode_images": 20,
@@ -97,6 +98,10 @@ def main() -> None:
         print(f"ivlp training step, {n_classes:>4} classes: {step_s[n_classes] * 1e3:8.1f} ms "
               f"= {cfg.batch_size / step_s[n_classes]:7.1f} images/s "
               f"({len(model.text_groups)} prompt-length groups)")
+        if n_classes == sizes["classes"][-1]:
+            padded = median_time(synced(padded_text(model, step)), sizes["repeats"])
+            print(f"  the same step with the prompts padded to the longest: {padded * 1e3:.1f} ms; "
+                  f"ratio by length / padded {step_s[n_classes] / padded:.2f}")
         if n_classes == sizes["classes"][0]:
             tokens = backbone.tokenizer(model.prompt_texts).to(device)
 

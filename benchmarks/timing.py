@@ -55,3 +55,16 @@ def class_names(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     counts = rng.choices(list(WORDS_PER_NAME), weights=list(WORDS_PER_NAME.values()), k=n)
     return [" ".join(rng.choices(WORDS, k=k)) for k in counts]
+
+
+def padded_text(model, fn):
+    """``fn`` run with the model's class prompts in one pass padded to the longest (the code before
+    the text tower ran by length), for comparisons in the same process."""
+    def run():
+        grouped = model.text_groups
+        model.group_text(pass_cost=float("inf"))
+        try:
+            fn()
+        finally:
+            model.text_groups = grouped
+    return run
