@@ -1,12 +1,17 @@
-# Two entry points: `make test` and `make book`. Each creates .venv when it is missing.
-# `make test-fast` leaves out the tests marked slow (end-to-end runs, the browser).
+# Entry points: `make test`, `make book` (the demo), `make study` (a real experiment), `make gpu-check`.
+# Each creates .venv when it is missing. `make test-fast` leaves out the tests marked slow
+# (end-to-end runs, the browser).
 PY := .venv/bin/python
 THREADS ?= 2
 DEMO_DATA := data/demo
 DEMO_CHECKPOINT := analysis_lib/assets/demo-clip.safetensors
 SWEEP_WORKERS ?= 2
+EXPERIMENT ?= experiments/paper.yaml
+DATA_ROOT ?=
+WORKERS ?=
+DATA_FLAG = $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
-.PHONY: test test-fast browser-deps book env bench clean
+.PHONY: test test-fast browser-deps book study gpu-check env bench clean
 
 env: .venv/.done
 
@@ -38,6 +43,19 @@ book: env
 	$(PY) -m analysis_lib analyses experiments/demo.yaml
 	.venv/bin/jupyter-book build . -W -n --keep-going
 	@echo "The book is built: open file://$(CURDIR)/_build/html/index.html"
+
+# Any experiment end to end, resumable like the demo (finished runs and up-to-date analyses are
+# skipped): make study EXPERIMENT=experiments/paper.yaml DATA_ROOT=/data/coop [WORKERS=N]
+study: env
+	$(PY) -m analysis_lib sweep $(EXPERIMENT) $(DATA_FLAG) $(if $(WORKERS),--workers $(WORKERS))
+	$(PY) -m analysis_lib analyses $(EXPERIMENT) $(DATA_FLAG)
+	.venv/bin/jupyter-book build . -W -n --keep-going
+	@echo "The book of $(EXPERIMENT) is built: open file://$(CURDIR)/_build/html/index.html"
+
+# Step, evaluation, analyses and decode rates on this machine and the study's projected device
+# hours (benchmarks/gpu_check.py); GPU_CHECK_FLAGS="--device cpu --quick" runs it on a CPU.
+gpu-check: env
+	$(PY) benchmarks/gpu_check.py --experiment $(EXPERIMENT) $(GPU_CHECK_FLAGS)
 
 bench: env
 	$(PY) benchmarks/bench_model.py --threads $(THREADS)

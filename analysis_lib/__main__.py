@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ana.add_argument("experiment")
     ana.add_argument("--out", default="book/generated", help="where the executed notebooks go")
     ana.add_argument("--force", action="store_true", help="re-execute notebooks that are up to date")
+    ana.add_argument("--data-root", help="data folder to use instead of the file's data_root")
     args = parser.parse_args(argv)
     if args.command == "sweep" and args.workers is not None and args.workers < 0:
         parser.error("--workers must be 0 (in this process) or more")
@@ -52,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
             return _aggregate(load_experiment(args.experiment, require_data=False))
         if args.command == "analyses":
             from .report.notebooks import build_analyses
-            written = build_analyses(load_experiment(args.experiment), args.out, force=args.force)
+            written = build_analyses(load_experiment(args.experiment, data_root=args.data_root), args.out,
+                                     force=args.force)
             print(f"{len(written)} analysis notebooks in {args.out}")
             return 0
         experiment = load_experiment(args.experiment, data_root=args.data_root)
-        check_runnable(experiment)
+        weights_problem = check_runnable(experiment, require_weights=not args.dry_run)
         runs = sweep.select_runs(experiment.runs(), args.only)
     except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -67,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
                 else "to run"
             print(f"{r.run_id:<40} {state:<9} {r.config_hash[:12]}")
         print(f"{len(runs)} runs, notebook {experiment.notebook}, output {experiment.output_root}")
-        return 0
+        if weights_problem:
+            print(f"warning: the sweep itself would stop here: {weights_problem}")
+        return _projected_cost([r for r in runs if not sweep.is_complete(
+            sweep.run_folder(experiment.output_root, r), r.config_hash)])
     gpus = [] if args.scheduler or experiment.device == "cpu" or args.workers == 0 else sweep.visible_gpus()
     workers = args.workers if args.workers is not None else max(1, len(gpus))
     try:
@@ -80,6 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     if any(r.status != "failed" for r in results):
         _aggregate(experiment)
     return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def _projected_cost(runs) -> int:
+    """The work of the runs still to run and, where the GPU check has measured rates, its device hours."""
+    from .study import cost
+    try:
+        rates = cost.load_rates()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"projected cost of the {len(runs)} runs to run:\n{cost.summary(runs, rates)}" if runs
+          else "nothing to run")
+    return 0
 
 
 def _aggregate(experiment: Experiment) -> int:

@@ -5,7 +5,7 @@ import torch
 from analysis_lib.model.attention import Ablation
 from analysis_lib.model.backbone import (ActivationMismatchError, CheckpointError, UnknownModelError,
                                          WeightsNotFoundError, load_backbone)
-from analysis_lib.model.prompted import build_model
+from analysis_lib.model.prompted import build_model, length_groups
 from analysis_lib.model.variants import VariantError
 
 CLASSES = ["cat", "dog", "red fox", "golden retriever"]
@@ -47,10 +47,57 @@ def test_truncated_text_equals_full_context(tiny):
     randomise(model)
     with torch.no_grad():
         short = model.encode_text()
-        full = tiny.tokenizer(model.prompt_texts)
-        model.text_tokens = full
-        long = model.encode_text()
+        model.text_tokens = tiny.tokenizer(model.prompt_texts)
+        with model.capture([]):          # while a recorder listens: one pass over the tokens as given
+            long = model.encode_text()
     torch.testing.assert_close(short, long, atol=1e-6, rtol=1e-5)
+
+
+LONG_NAMES = ["cat", "dog", "red fox", "golden retriever", "a", "great crested grebe of the lakes",
+              "lesser spotted woodpecker", "ox", "bee", "yellow-bellied sapsucker of the north"]
+
+
+@pytest.mark.parametrize("variant", ["ivlp", "bias", "coop"])
+def test_text_by_length_equals_one_pass_and_so_do_gradients(tiny, variant):
+    """Prompts grouped by length, each group up to its own longest [EOS]: same features, same gradients."""
+    hparams = {"ivlp": {"text_depth": 2, "vision_depth": 2}, "bias": {"bias_text_depth": 2, "bias_vision_depth": 2}, "coop": {}}
+    model = randomise(build_model(variant, tiny, LONG_NAMES, TEMPLATE, **hparams[variant]))
+    weights = torch.randn(len(LONG_NAMES), tiny.clip.text_projection.shape[1], generator=torch.Generator().manual_seed(1))
+
+    def features_and_grads(one_pass: bool):
+        model.zero_grad(set_to_none=True)
+        if one_pass:
+            with model.capture([]):
+                features = model.encode_text()
+        else:
+            features = model.encode_text()
+        (features * weights).sum().backward()
+        return features.detach(), {n: p.grad.clone() for n, p in model.text_tower.named_parameters() if p.requires_grad}
+
+    model.group_text(pass_cost=0)                      # one group per distinct length
+    lengths = [length for _, _, length in model.text_groups]
+    assert len(lengths) > 3 and lengths == sorted(lengths) and lengths[-1] == model.text_tokens.shape[1]
+    grouped, grouped_grads = features_and_grads(one_pass=False)
+    single, single_grads = features_and_grads(one_pass=True)
+    torch.testing.assert_close(grouped, single, atol=1e-6, rtol=1e-5)
+    assert grouped_grads.keys() == single_grads.keys() and grouped_grads
+    for name in grouped_grads:
+        torch.testing.assert_close(grouped_grads[name], single_grads[name], atol=1e-6, rtol=1e-5)
+
+
+def test_length_groups_trade_padding_against_passes():
+    lengths = [5, 5, 5, 6, 6, 20]
+    assert length_groups(lengths, pass_cost=0) == [(0, 3, 5), (3, 5, 6), (5, 6, 20)]
+    assert length_groups(lengths, pass_cost=1e9) == [(0, 6, 20)]           # one pass, padded to 20
+    # 5 and 6 together cost 5 padded positions less than a pass: merged; 20 stays alone (saves 70).
+    assert length_groups(lengths, pass_cost=10) == [(0, 5, 6), (5, 6, 20)]
+
+
+def test_fixed_text_tower_is_known(tiny):
+    assert build_model("vision", tiny, CLASSES, TEMPLATE, vision_depth=2).text_is_fixed
+    assert build_model("zeroshot", tiny, CLASSES, TEMPLATE).text_is_fixed
+    assert not build_model("coop", tiny, CLASSES, TEMPLATE).text_is_fixed
+    assert not build_model("bias", tiny, CLASSES, TEMPLATE, bias_text_depth=1, bias_vision_depth=2).text_is_fixed
 
 
 def test_zero_biases_equal_zeroshot(tiny):

@@ -170,3 +170,34 @@ def test_run_uses_its_configured_thread_count(data_root, tmp_path, monkeypatch):
     metrics = run_training(settings)
     assert seen == [wanted] and torch.get_num_threads() == before
     assert metrics["settings"]["threads"] == wanted
+
+
+def test_vision_variant_trains_the_same_with_class_features_computed_once(data_root, tmp_path, monkeypatch):
+    """The frozen text tower's features, computed once per run, give bit-identical learned prompts."""
+    from safetensors.torch import load_file
+
+    from analysis_lib.model.prompted import PromptedCLIP
+    from analysis_lib.study.train_config import TrainConfig
+
+    original = PromptedCLIP.encode_text
+
+    def train(out, calls):
+        def counted(model):
+            calls.append(1)
+            return original(model)
+        monkeypatch.setattr(PromptedCLIP, "encode_text", counted)
+        run_training(RunSettings(dataset="OxfordPets", variant="vision", data_root=str(data_root),
+                                 output_dir=str(out), variant_params={"vision_depth": 2}, model="tiny-clip",
+                                 pretrained=None, progress=False,
+                                 train=TrainConfig(shots=2, epochs=2, num_workers=0)))
+        return load_file(str(out / "trainable.safetensors")), Path(out / "loss.csv").read_text()
+
+    once_calls, every_step_calls = [], []
+    once = train(tmp_path / "once", once_calls)
+    monkeypatch.setattr(PromptedCLIP, "text_is_fixed", property(lambda self: False))
+    every_step = train(tmp_path / "every", every_step_calls)
+    assert once[1] == every_step[1]                                   # the same losses, to the digit
+    assert once[0].keys() == every_step[0].keys()
+    assert all(torch.equal(once[0][k], every_step[0][k]) for k in once[0])
+    steps = len(once[1].splitlines()) - 1
+    assert len(once_calls) == 1 + 2 and len(every_step_calls) == steps + 2  # + base and novel evaluation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -135,6 +136,7 @@ def test_paper_and_demo_experiments(tmp_path, monkeypatch):
     assert len(runs) == 11 * 7 * 3 and len({r.run_id for r in runs}) == len(runs)
     assert paper.train == TrainConfig()  # the file writes PromptSRC's protocol out: the defaults
     assert (paper.model, paper.pretrained) == ("ViT-B-16-quickgelu", "openai")
+    assert paper.analysis.dataset == "OxfordPets"  # `make study` analyses a run with foreground masks
     ivlp = next(r for r in runs if r.variant_name == "ivlp").params["variant_params"]
     assert {k: ivlp[k] for k in ("text_n_ctx", "text_depth", "vision_n_ctx", "vision_depth")} == \
         {"text_n_ctx": 4, "text_depth": 9, "vision_n_ctx": 4, "vision_depth": 9}
@@ -406,6 +408,11 @@ def test_aggregate_mean_std_and_average(tmp_path):
     csv, js = write_results(results_table(records), tmp_path)
     assert csv.read_text().splitlines()[0].startswith("dataset,variant_name,n_seeds,base_mean")
     assert len(json.loads(js.read_text())) == len(table) and not list(tmp_path.glob("*.tmp"))
+    os.utime(csv, (1, 1))                             # the same table again: the file is not touched,
+    write_results(results_table(records), tmp_path)   # so the analyses built from it stay up to date
+    assert csv.stat().st_mtime == 1
+    write_results(results_table(records[:-1]), tmp_path)
+    assert csv.stat().st_mtime > 1
     bad = tmp_path / "m.json"
     bad.write_text(json.dumps({"dataset": "A"}))
     with pytest.raises(ValueError, match="lacks variant_name, seed"):
@@ -481,3 +488,36 @@ def test_results_are_bit_identical_in_this_process_and_on_dask_workers(data_root
     a, b = (load_file(str(Path(r.folder) / "trainable.safetensors")) for r in (here, dask))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (Path(here.folder) / "loss.csv").read_text() == (Path(dask.folder) / "loss.csv").read_text()
+
+
+def test_zeroshot_runs_once_per_dataset_and_is_shared_across_seeds(project, capsys):
+    exp = write_experiment(project, seeds=[1, 2, 3], variants={"zeroshot": {"variant": "zeroshot"},
+                                                               "ivlp": {"variant": "ivlp", "text_depth": 2,
+                                                                        "vision_depth": 2}})
+    assert main(["sweep", str(exp), "--workers", "0"]) == 0
+    assert "done 4 · shared 2 · skipped 0 · failed 0" in capsys.readouterr().out
+    assert sorted(executions(project)) == ["Toy/ivlp/1", "Toy/ivlp/2", "Toy/ivlp/3", "Toy/zeroshot/1"]
+    runs = {run.run_id: run for run in load_experiment(exp, KNOWN).runs()}
+    for seed in (1, 2, 3):
+        run = runs[f"Toy/zeroshot/seed{seed}"]
+        folder = project / "runs" / run.run_id
+        assert is_complete(folder, run.config_hash)                       # each seed's own hash
+        metrics = json.loads((folder / METRICS_FILE).read_text())
+        assert metrics["seed"] == seed and metrics["base_acc"] == 71.0  # seed 1's result
+        assert metrics.get("shared_from") == (None if seed == 1 else "Toy/zeroshot/seed1")
+    assert len({r.config_hash for r in runs.values()}) == 6 and runs["Toy/ivlp/seed1"].seed_free_hash is None
+    table = json.loads((project / "runs" / "results.json").read_text())
+    assert {(row["variant_name"], row["n_seeds"]) for row in table if row["dataset"] == "Toy"} == \
+        {("zeroshot", 3), ("ivlp", 3)}                                  # the table still counts every seed
+
+    # Resumed: a lost seed's copy is made again from the complete run, without executing anything.
+    shutil.rmtree(project / "runs" / "Toy" / "zeroshot" / "seed3")
+    assert main(["sweep", str(exp), "--workers", "0"]) == 0
+    assert "shared 1 · skipped 5" in capsys.readouterr().out and len(executions(project)) == 4
+    # A failed execution fails the seeds that share it, naming it.
+    (project / "control" / "fail-Toy-1").touch()
+    changed = write_experiment(project, seeds=[1, 2], train={"epochs": 3},
+                               variants={"zeroshot": {"variant": "zeroshot"}})
+    assert main(["sweep", str(changed), "--workers", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "failed 2" in out and "shares the result of Toy/zeroshot/seed1, which failed" in out

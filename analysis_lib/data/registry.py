@@ -108,6 +108,10 @@ _BUILTIN = [
                 "a photo of a person doing {}.", 101),
 ]
 PAPER_DATASETS: tuple[str, ...] = tuple(spec.name for spec in _BUILTIN)
+# CoOp's test-set sizes (images; its split files and DATASETS.md), for projecting a study's cost.
+COOP_TEST_SIZES = {"ImageNet": 50_000, "Caltech101": 2_465, "OxfordPets": 3_669, "StanfordCars": 8_041,
+                   "Flowers102": 2_463, "Food101": 30_300, "FGVCAircraft": 3_333, "SUN397": 19_850,
+                   "DTD": 1_692, "EuroSAT": 8_100, "UCF101": 3_783}
 
 # The embedded default's datasets, drawn by analysis_lib.demo.world in the split-file layout.
 _DEMO = [

@@ -23,6 +23,9 @@ from ..files import replace_atomically
 from .towers import DeepPrompts, PromptSlot, ResidualBiases, Tower
 from .variants import VariantConfig, VariantError, check_depths, variant_config
 
+# One more pass through the text tower costs about as much as this many padded token positions
+# (a GPU's kernel launches per block; an estimate, not a measurement): fewer, larger groups.
+PASS_COST_TOKENS = 256
 TOKEN_TYPES = ("sos", "prompt", "category", "template", "period", "eos")
 
 
@@ -59,6 +62,7 @@ class PromptedCLIP(nn.Module):
         self.register_buffer("text_tokens", tokens[:, : int(eos.max()) + 1], persistent=False)
         self.register_buffer("eos_index", eos, persistent=False)
         self.prompt_texts = texts
+        self.group_text()
 
         n_patches = clip.visual.positional_embedding.shape[0]            # [CLS] + patches
         text_slot, vision_slot = PromptSlot(1, config.text_n_ctx), PromptSlot(n_patches, config.vision_n_ctx)
@@ -115,10 +119,35 @@ class PromptedCLIP(nn.Module):
         pooled = visual.ln_post(x[:, 0]) @ visual.proj                    # [B, E]
         return F.normalize(pooled, dim=-1)
 
+    def group_text(self, pass_cost: float = PASS_COST_TOKENS) -> None:
+        """Split the class prompts into groups of similar length (see ``length_groups``)."""
+        order = torch.sort(self.eos_index.cpu(), stable=True).indices
+        lengths = (self.eos_index.cpu()[order] + 1).tolist()
+        self.register_buffer("_text_order", order.to(self.eos_index.device), persistent=False)
+        self.register_buffer("_text_inverse", torch.argsort(order).to(self.eos_index.device), persistent=False)
+        self.text_groups = length_groups(lengths, pass_cost)
+
     def encode_text(self) -> torch.Tensor:
-        """Normalised class features [C, E]."""
-        clip, tokens = self.clip, self.text_tokens
-        x = clip.token_embedding(tokens)                                  # [C, L, D]
+        """Normalised class features [C, E].
+
+        Each group of prompts runs only up to its own longest [EOS], so a long class name costs
+        only its group; exact under the causal mask. While a recorder listens, all classes run
+        as one group, in their order, so that its maps are [C, ..., L] as ``token_layout`` says.
+        """
+        if self._recorder is not None:
+            pooled = self._pooled_text(self.text_tokens, self.eos_index)
+        else:
+            tokens, eos = self.text_tokens[self._text_order], self.eos_index[self._text_order]
+            pooled = torch.cat([self._pooled_text(tokens[start:stop, :length], eos[start:stop])
+                                for start, stop, length in self.text_groups])[self._text_inverse]
+        proj = self.clip.text_projection
+        pooled = proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
+        return F.normalize(pooled, dim=-1)
+
+    def _pooled_text(self, tokens: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
+        """The text tower's final-norm output at each prompt's [EOS], [c, D], for tokens [c, L]."""
+        clip = self.clip
+        x = clip.token_embedding(tokens)                                  # [c, L, D]
         prompts = self.text_tower.prompts
         if prompts is not None:
             x = self.text_tower.slot.insert(x, prompts.vectors[0])
@@ -126,10 +155,12 @@ class PromptedCLIP(nn.Module):
         x = x + clip.positional_embedding[:n].to(x.dtype)
         x = self.text_tower(x, clip.attn_mask[:n, :n].to(x.dtype), self._recorder, self._ablation)
         x = clip.ln_final(x)
-        pooled = x[torch.arange(x.shape[0], device=x.device), self.eos_index]  # [C, D]
-        proj = clip.text_projection
-        pooled = proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
-        return F.normalize(pooled, dim=-1)
+        return x[torch.arange(x.shape[0], device=x.device), eos]
+
+    @property
+    def text_is_fixed(self) -> bool:
+        """Whether nothing in the text tower is learned: the class features then never change."""
+        return not any(p.requires_grad for p in self.text_tower.parameters())
 
     def logits_from(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         return self.clip.logit_scale.exp() * image_features @ text_features.T
@@ -225,6 +256,26 @@ class PromptedCLIP(nn.Module):
             for name, p in self.named_parameters():
                 if name in state:
                     p.copy_(state[name])
+
+
+def length_groups(lengths: list[int], pass_cost: float = PASS_COST_TOKENS) -> list[tuple[int, int, int]]:
+    """Contiguous groups ``(start, stop, length)`` of ascending ``lengths``, each run padded to its
+    own longest, that minimise the padded token count plus ``pass_cost`` per group (one more
+    pass through the tower; dynamic programming over the distinct lengths)."""
+    distinct = sorted(set(lengths))
+    ends = [sum(n <= v for n in lengths) for v in distinct]   # classes up to each distinct length
+    best, cut = [0.0], [0]                                     # best[j]: cost of the first j distinct
+    for j in range(1, len(distinct) + 1):
+        costs = [best[i] + (ends[j - 1] - (ends[i - 1] if i else 0)) * distinct[j - 1] + pass_cost
+                 for i in range(j)]
+        cut.append(min(range(j), key=costs.__getitem__))
+        best.append(costs[cut[-1]])
+    groups, j = [], len(distinct)
+    while j:
+        i = cut[j]
+        groups.append((ends[i - 1] if i else 0, ends[j - 1], distinct[j - 1]))
+        j = i
+    return groups[::-1]
 
 
 def build_model(variant: str, backbone: Backbone, classnames: list[str], template: str,

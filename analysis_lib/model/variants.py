@@ -59,6 +59,11 @@ class VariantConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def learns(self) -> bool:
+        """Whether the variant has any learned parameter (zero-shot has none)."""
+        return any((self.text_n_ctx, self.vision_n_ctx, self.bias_text_depth, self.bias_vision_depth))
+
 
 def variant_config(variant: str, **hparams) -> VariantConfig:
     """Defaults of ``variant`` updated with ``hparams``, type- and range-checked (blocks checked later)."""

@@ -180,12 +180,13 @@ def token_contributions(model: PromptedCLIP, dataset, indices: torch.Tensor) -> 
         raise ValueError("no samples to explain: zero-shot and the prompted model agree on every test image")
     zs = zeroshot_twin(model)
     chosen = [int(i) for i in indices]
-    images = torch.stack([dataset[i][0] for i in chosen])
-    labels = torch.tensor([dataset[i][1] for i in chosen])
+    device = next(model.parameters()).device
+    images = torch.stack([dataset[i][0] for i in chosen]).to(device)
+    labels = torch.tensor([dataset[i][1] for i in chosen], device=device)
     tables = {"vision": [], "text": [], "per_image": []}
     for label, m in (("zero-shot", zs), ("prompted", model)):
-        vision, text = token_relevance(m, images, labels)
-        roll_v, roll_t = _rollout_rows(m, images, labels)
+        vision, text = (rows.cpu() for rows in token_relevance(m, images, labels))
+        roll_v, roll_t = (rows.cpu() for rows in _rollout_rows(m, images, labels))
         v_kinds, t_kinds = _vision_kinds(m), _text_kinds(m, labels)
         for method, v, t in (("relevance", vision, text), ("rollout", roll_v, roll_t)):
             tables["vision"].append(pd.DataFrame({"model": label, "method": method, "token": range(v.shape[1]),

@@ -70,11 +70,16 @@ def results_table(records: list[dict]) -> pd.DataFrame:
 
 
 def write_results(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """results.csv and results.json in ``out_dir``, each written to a temporary file first."""
+    """results.csv and results.json in ``out_dir``, each written to a temporary file first. A file
+    whose content is unchanged is left alone: the analyses count as up to date while they are
+    newer than results.csv, so a resumed sweep with nothing new must not touch it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix, text in ((".csv", table.to_csv(index=False)),
                          (".json", table.to_json(orient="records", indent=2))):
-        written.append(write_text_atomic(out_dir / (RESULTS_NAME + suffix), text))
+        path = out_dir / (RESULTS_NAME + suffix)
+        if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+            write_text_atomic(path, text)
+        written.append(path)
     return written

@@ -31,9 +31,10 @@ DEFAULT_SEEDS = (1, 2, 3)
 REQUIRED_KEYS = ("datasets", "variants", "model", "data_root")
 OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device", "analysis", "reuse_kernels",
                  "cache_dir")
-# Parameters that say where things are, not what is computed: left out of the config hash, so
-# moving the data, the runs or the few-shot caches does not make finished runs look stale.
-LOCATION_KEYS = ("data_root", "output_dir", "cache_dir")
+# Parameters that say where things are or how fast they are computed, not what: left out of the
+# config hash, so moving the data, the runs or the few-shot caches, or another machine's loader
+# processes (batches do not depend on them, see loading.py), does not make finished runs look stale.
+LOCATION_KEYS = ("data_root", "output_dir", "cache_dir", "num_workers")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -51,6 +52,15 @@ class Run:
     seed: int
     params: dict  # the notebook's parameters, except output_dir (the sweep sets it)
     config_hash: str
+
+    @property
+    def seed_free_hash(self) -> str | None:
+        """For a variant that learns nothing (zero-shot), the hash of its configuration without the
+        seed: the test sets are fixed, so every seed's result is the same and one execution serves
+        them all (the sweep copies it). None for the other variants."""
+        if variant_config(self.params["variant"], **self.params["variant_params"]).learns:
+            return None
+        return config_hash({key: value for key, value in self.params.items() if key != "seed"})
 
 
 @dataclass(frozen=True)
@@ -110,10 +120,13 @@ def config_hash(params: Mapping) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def check_runnable(experiment: Experiment) -> None:
+def check_runnable(experiment: Experiment, require_weights: bool = True) -> str | None:
     """What would stop every run after its kernel started, checked before any starts: the model
     name, the checkpoint file or tag (and that its weights are cached or can be downloaded), the
-    device, and each variant's depths against the model's blocks. One ExperimentError."""
+    device, and each variant's depths against the model's blocks. One ExperimentError.
+
+    With ``require_weights=False`` (a dry run, e.g. projecting the cost on a laptop without the
+    weights) missing weights are returned as a message instead of raised."""
     import open_clip
     from ..model.backbone import check_backbone, resolve_weights
     from .one_run import check_device
@@ -129,9 +142,15 @@ def check_runnable(experiment: Experiment) -> None:
                 check_depths(config, *blocks)
             except VariantError as err:
                 raise ConfigError(f"variants.{name}: {err} (model {experiment.model})") from None
-        resolve_weights(experiment.model, experiment.pretrained, download=False)
     except (ValueError, FileNotFoundError) as err:
         raise ExperimentError(f"{experiment.path}: {err}") from None
+    try:
+        resolve_weights(experiment.model, experiment.pretrained, download=False)
+    except (ValueError, FileNotFoundError) as err:
+        if require_weights:
+            raise ExperimentError(f"{experiment.path}: {err}") from None
+        return f"{experiment.path}: {err}"
+    return None
 
 
 def registered_datasets() -> list[str]:

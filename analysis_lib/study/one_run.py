@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from .. import data
 from ..model.backbone import load_backbone
@@ -26,6 +25,7 @@ from ..model.prompted import build_model
 from .aggregate import harmonic_mean
 from .experiment import METRICS_FILE
 from ..checks import ConfigError, check_folder, check_type, unknown_name_error
+from .loading import eval_loader, train_loader
 from .train_config import TrainConfig
 from .trainer import evaluate, set_seed, torch_threads, train
 
@@ -142,19 +142,15 @@ def _run_training(settings: RunSettings) -> dict:
     losses: list[float] = []
     if model.n_trainable:
         transform = train_transform(backbone.image_size, backbone.mean, backbone.std, cfg.crop_scale)
-        loader = DataLoader(ItemDataset(base.train, transform, settings.dataset),
-                            batch_size=cfg.batch_size, shuffle=True, drop_last=False,
-                            num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(settings.seed))
+        loader = train_loader(ItemDataset(base.train, transform, settings.dataset), cfg, settings.seed, device)
         losses = train(model, loader, lr=cfg.lr, epochs=cfg.epochs, momentum=cfg.momentum,
                        weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs,
                        warmup_lr=cfg.warmup_lr, precision=cfg.precision, progress=settings.progress)
         model.save_trainable(out / PARAMS_FILE)
 
     def test_loader(items):
-        return DataLoader(ItemDataset(items, eval_transform(backbone.image_size, backbone.mean, backbone.std),
-                                      settings.dataset),
-                          batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers)
+        return eval_loader(ItemDataset(items, eval_transform(backbone.image_size, backbone.mean, backbone.std),
+                                       settings.dataset), cfg, device)
 
     base_acc = evaluate(model, test_loader(base.test), cfg.precision, settings.progress)
     novel_model = build_model(settings.variant, backbone, data.prompt_classnames(novel.classnames),

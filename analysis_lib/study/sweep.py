@@ -3,8 +3,11 @@
 A run folder is complete when its metrics.json carries the run's config hash. The sweep writes
 that hash last, into a private `<run>.tmp-<uuid>` folder, and only then renames the folder into
 place, so a killed or failed run never looks complete and the next sweep re-runs it; completed
-runs with the same hash are skipped. A failed run's folder is kept as `<run>.failed` (its executed
-notebook shows the traceback); the other runs go on.
+runs with the same hash are skipped. A variant that learns nothing (zero-shot) gives the same
+result for every seed, so it is executed once per configuration and copied into the other seeds'
+folders, each stamped with its own id and hash (`shared_from` names the executed run). A failed
+run's folder is kept as `<run>.failed` (its executed notebook shows the traceback); the other
+runs go on.
 
 With `reuse_kernels`, each worker process keeps one notebook kernel and clears its namespace
 (`%reset -f`) between runs instead of starting a new one: imported modules stay loaded, which
@@ -129,7 +132,7 @@ def _stop_warm_kernels() -> None:
 @dataclass
 class RunResult:
     run_id: str
-    status: str  # "done", "skipped" or "failed"
+    status: str  # "done", "shared" (copied from another seed's run, see shared_results), "skipped" or "failed"
     seconds: float = 0.0
     error: str = ""  # first line of the error, for failed runs
     folder: str = ""  # the run folder, or the .failed folder to look into
@@ -305,7 +308,10 @@ def _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, re
     results = {run.run_id: RunResult(run.run_id, "skipped", folder=str(run_folder(cwd / output_root, run)))
                for run in runs if is_complete(run_folder(cwd / output_root, run), run.config_hash)}
     todo = [run for run in runs if run.run_id not in results]
-    log.info("%d runs: %d complete, %d to execute", len(runs), len(results), len(todo))
+    copies = shared_results(runs, set(results))
+    todo = [run for run in todo if run.run_id not in {copy.run_id for copy, _ in copies}]
+    log.info("%d runs: %d complete, %d to execute, %d to copy from another seed's run",
+             len(runs), len(results), len(todo), len(copies))
     progress = tqdm(total=len(todo), desc="runs", unit="run")
     if todo and workers == 0:
         for run in todo:
@@ -323,7 +329,41 @@ def _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, re
                     results[run.run_id] = RunResult(run.run_id, "failed", error=first_line(err))
                 progress.update()
     progress.close()
+    for run, source in copies:
+        results[run.run_id] = copy_shared_run(source, results[source.run_id], run, cwd / output_root)
     return [results[run.run_id] for run in runs]
+
+
+def shared_results(runs: list[Run], complete: set[str]) -> list[tuple[Run, Run]]:
+    """(run, source) for each incomplete seed-free run (``Run.seed_free_hash``): the run of the
+    same configuration, another seed, whose result it takes (a complete one, else the first one
+    to execute)."""
+    sources: dict[str, Run] = {}
+    for run in sorted(runs, key=lambda r: r.run_id not in complete):  # complete runs first
+        if run.seed_free_hash is not None:
+            sources.setdefault(run.seed_free_hash, run)
+    return [(run, sources[run.seed_free_hash]) for run in runs
+            if run.seed_free_hash is not None and run.run_id not in complete
+            and sources[run.seed_free_hash] is not run]
+
+
+def copy_shared_run(source: Run, source_result: RunResult, run: Run, output_root: Path) -> RunResult:
+    """``run``'s folder as a copy of ``source``'s finished one, stamped with its own identity and
+    config hash (and ``shared_from``), published like an executed run."""
+    if source_result.status == "failed":
+        return RunResult(run.run_id, "failed", error=f"shares the result of {source.run_id}, which failed",
+                         folder=source_result.folder)
+    final = run_folder(output_root, run)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(final)
+    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:12]}")
+    shutil.copytree(run_folder(output_root, source), tmp)
+    metrics = json.loads((tmp / METRICS_FILE).read_text())
+    metrics.update({"run_id": run.run_id, "seed": run.seed, "config": hashed_config(run.params),
+                    "config_hash": run.config_hash, "shared_from": source.run_id})
+    write_text_atomic(tmp / METRICS_FILE, json.dumps(metrics, indent=2))
+    _publish(tmp, final)
+    return RunResult(run.run_id, "shared", folder=str(final))
 
 
 @contextmanager
@@ -344,7 +384,9 @@ def _client(workers: int, scheduler: str | None, gpus: list[str] | None):
 
 def summary_table(results: list[RunResult]) -> str:
     """Counts, then one line per executed run (done or failed, with the error's first line)."""
-    counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
+    counts = {status: sum(r.status == status for r in results) for status in ("done", "shared", "skipped", "failed")}
+    if not counts["shared"]:
+        del counts["shared"]
     lines = [" · ".join(f"{status} {n}" for status, n in counts.items())]
     executed = [r for r in results if r.status != "skipped"]
     if executed:

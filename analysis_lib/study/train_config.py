@@ -32,7 +32,7 @@ class TrainConfig:
     crop_scale: float = 0.08  # smallest area fraction of the training random crop (Dassl's RRCROP_SCALE)
     precision: str = "auto"  # auto: bf16 autocast on a GPU, fp32 on the CPU
     eval_batch_size: int = 100
-    num_workers: int = 2  # DataLoader worker processes
+    num_workers: int | None = None  # DataLoader processes; None: one per CPU, at most 8 (see loading.py)
     # torch's CPU threads in the run's process. Results depend on it in the last bits (float
     # sums split over threads), so it is a setting, the same whether the sweep runs in this
     # process or on Dask workers, instead of whatever the process inherits.
@@ -45,7 +45,7 @@ class TrainConfig:
             object.__setattr__(self, f.name, check_type(f.name, getattr(self, f.name), hints[f.name]))
         for name, lowest in (("shots", 1), ("epochs", 0), ("batch_size", 1), ("warmup_epochs", 0),
                              ("eval_batch_size", 1), ("num_workers", 0), ("threads", 1)):
-            if getattr(self, name) < lowest:
+            if getattr(self, name) is not None and getattr(self, name) < lowest:
                 raise ConfigError(f"{name} must be at least {lowest}, got {getattr(self, name)}")
         for name in ("lr", "momentum", "weight_decay", "warmup_lr"):
             if getattr(self, name) < 0:

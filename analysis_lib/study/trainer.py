@@ -71,13 +71,19 @@ def train(model: PromptedCLIP, loader: DataLoader, *, lr: float, epochs: int, mo
     losses: list[float] = []
     bar = tqdm(total=epochs * len(loader), desc=f"train {model.config.variant}", disable=not progress)
     model.train()
+    fixed_text = None
+    if model.text_is_fixed:  # nothing learned in the text tower: its class features never change
+        with torch.no_grad(), autocast_for(device, precision):
+            fixed_text = model.encode_text()
     for epoch in range(epochs):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(epoch, lr, epochs, warmup_epochs, warmup_lr)
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with autocast_for(device, precision):
-                loss = F.cross_entropy(model(images), labels)
+                logits = model(images) if fixed_text is None else \
+                    model.logits_from(model.encode_image(images), fixed_text)
+                loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
