@@ -21,8 +21,8 @@ from .relevance import token_relevance
 from .rollout import attention_rollout, rollout_row
 from ..files import write_text_atomic
 from ..study.run_folder import LoadedRun, load_run
-from .attention_stats import (AttentionStatistics, DecompositionStatistics, GridLayout,
-                         prompt_background_similarity)
+from .attention_stats import (AttentionStatistics, DecompositionStatistics, GridLayout, block0_deviation,
+                              prompt_background_similarity)
 
 def open_run(runs_root: str, dataset: str, variant_name: str, seed: int, data_root: str | None = None,
              device: str = "auto") -> LoadedRun:
@@ -95,28 +95,21 @@ def decomposition_by_block(model: PromptedCLIP, loader, progress: bool = False) 
 
 @torch.no_grad()
 def block0_proportionality(model: PromptedCLIP, images: torch.Tensor) -> dict[str, float]:
-    """Largest |A_prompted − λ·A_zero-shot| in block 0 over the original tokens, per tower.
-
-    Vision: all of [CLS] + patches. Text: the tokens both models share ([SOS], class, '.', [EOS]),
-    zero-shot attention renormalised over them. Both are 0 up to rounding if the IVLP rule holds.
-    """
+    """Claim C1 per tower: ``block0_deviation`` of ``model`` against its zero-shot twin on ``images``."""
     zs = zeroshot_twin(model)
     names = ["*.blocks.0.attn.pattern", "*.blocks.0.attn.lam"]
     with zs.capture(names) as a, model.capture(names) as b:
         zs(images)
         model(images)
-    n = a["vision.blocks.0.attn.pattern"].shape[-1]
-    vision = (b["vision.blocks.0.attn.pattern"][..., :n, :n]
-              - b["vision.blocks.0.attn.lam"][..., :n, None] * a["vision.blocks.0.attn.pattern"]).abs().max()
-    errors = {"vision": vision.item()}
-    n_ctx = model.config.text_n_ctx
-    if n_ctx and zs.text_tokens.shape == model.text_tokens.shape:
-        shared = ~model.token_layout("text").is_prompt
-        zero = a["text.blocks.0.attn.pattern"][:, :, shared][..., shared]
-        zero = zero / zero.sum(-1, keepdim=True)
-        prompted = b["text.blocks.0.attn.pattern"][:, :, shared][..., shared]
-        lam = b["text.blocks.0.attn.lam"][:, :, shared, None]
-        errors["text"] = (prompted - lam * zero).abs().max().item()
+    errors = {}
+    for tower in ("vision", "text"):
+        zs_layout, layout = zs.token_layout(tower), model.token_layout(tower)
+        if tower == "text" and (not model.config.text_n_ctx or zs_layout.n_tokens != layout.n_tokens):
+            continue  # no text prompts, or sequences that do not line up position by position
+        zs_shared = torch.ones(zs_layout.n_tokens, dtype=torch.bool) if tower == "vision" else ~layout.is_prompt
+        errors[tower] = block0_deviation(a[f"{tower}.blocks.0.attn.pattern"], zs_shared,
+                                         b[f"{tower}.blocks.0.attn.pattern"], b[f"{tower}.blocks.0.attn.lam"],
+                                         ~layout.is_prompt)
     return errors
 
 
