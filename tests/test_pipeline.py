@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow
+
 from test_book_browser import REPO, build_test_book, check_in_browser, setup_browser
 
-TABLES = {"datasets", "decomposition", "contributions_vision", "contributions_text", "contributions_per_image",
-          "eos_attention", "distance_entropy", "prompts_as_background", "causal_ablation", "bias_tuning"}
+TABLES = {"datasets", "claims", "decomposition", "causal_ablation", "contributions", "cls_foreground",
+          "eos_attention", "distance_entropy", "prompts_as_background", "bias_tuning"}
 
 
 def cli(*args, cwd=REPO):
@@ -52,6 +54,8 @@ def test_sweep_and_analyses_write_their_outputs(pipeline):
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                   if o.output_type == "error"]
         assert not errors, f"{notebook.name}: {errors[0].ename}: {errors[0].evalue}"
+    claims = pd.read_csv(root / "generated" / "tables" / "claims.csv")
+    assert {"C1", "C2", "C3", "C5", "C6"} <= set(claims.claim) and set(claims.dataset) == {"OxfordPets", "Average"}
     profile = json.loads((root / "generated" / "profile.json").read_text())
     assert profile["model"] == "tiny-clip" and profile["datasets"] == ["OxfordPets"]
     again = cli("analyses", str(experiment), "--out", str(root / "generated"))
