@@ -194,12 +194,15 @@ def _row(claim: Claim, dataset: str, values: np.ndarray, paired: np.ndarray, uni
             "verdict": verdict(low, high, claim, dataset_verdicts)}
 
 
-def claims_table(samples: pd.DataFrame) -> pd.DataFrame:
+def claims_table(samples: pd.DataFrame, datasets: list[str] | None = None) -> pd.DataFrame:
     """One row per claim × dataset, then the claim's Average row: effect (mean), 95% bootstrap
     interval, number of samples, one-sided paired Wilcoxon p-value and the verdict.
 
     Per-image claims resample (seed, image) pairs and test the seeds' means; the Average row
-    resamples and tests the (dataset, seed) means, its effect the mean over datasets."""
+    resamples and tests the (dataset, seed) means, its effect the mean over datasets. Rows follow
+    ``datasets`` (default: their order in ``samples``)."""
+    order = {d: i for i, d in enumerate(datasets or dict.fromkeys(samples.dataset))}
+    samples = samples.sort_values("dataset", key=lambda d: d.map(order), kind="stable")
     rows = []
     for claim_id, by_claim in samples.groupby("claim", sort=False):
         claim = CLAIMS[claim_id]
@@ -222,7 +225,8 @@ def claims_table(samples: pd.DataFrame) -> pd.DataFrame:
 def experiment_claims(experiment: Experiment) -> pd.DataFrame:
     """The claims table of an experiment, from its per-run tables and metrics."""
     names = ("block0", "foreground_share", "causal_ablation", "attention", "contributions", "background_similarity")
-    return claims_table(claim_samples({n: load_table(experiment, n) for n in names}, run_metrics(experiment)))
+    return claims_table(claim_samples({n: load_table(experiment, n) for n in names}, run_metrics(experiment)),
+                        list(experiment.datasets))
 
 
 # --------------------------------------------------------------------------- for the book

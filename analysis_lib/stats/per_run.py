@@ -210,6 +210,10 @@ def run_stage(experiment: Experiment, workers: int = 1, scheduler: str | None = 
                     except Exception as err:  # the table failed, or the worker died
                         failed[futures[future]] = first_line(err)
                     progress.update()
+    if done:
+        seconds = sorted(d["seconds"] for d in done.values())
+        log.info("analyses: %d runs, median %.1f s per run (max %.1f s)", len(done), seconds[len(seconds) // 2],
+                 seconds[-1])
     if failed:
         raise AnalysesStageError(f"{len(failed)} of {len(plan)} runs failed their analyses: " + "; ".join(
             f"{run_id}: {error}" for run_id, error in sorted(failed.items())) + " (the others are written)")
