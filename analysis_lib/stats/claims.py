@@ -235,16 +235,21 @@ def signed(value: float, digits: int = 3) -> str:
     return f"{value:+.{digits}g}".replace("-", "−")
 
 
-def answer(table: pd.DataFrame, claim_id: str, dataset: str = AVERAGE, digits: int = 3) -> str:
-    """One sentence for a chapter's end: the claim, its verdict, effect and interval on ``dataset``."""
-    rows = table[(table.claim == claim_id) & (table.dataset == dataset)]
+def answer(table: pd.DataFrame, claim_id: str, digits: int = 3) -> str:
+    """A chapter's last words on a claim: its verdict, effect and interval averaged over the
+    datasets, then each dataset's verdict and effect."""
+    rows = table[table.claim == claim_id].set_index("dataset")
     if rows.empty:
         return f"{claim_id}: not measured in this experiment."
-    row, claim = rows.iloc[0], CLAIMS[claim_id]
-    where = "averaged over the datasets" if dataset == AVERAGE else f"on {dataset}"
-    spread = "" if math.isnan(row.low) else f", 95% interval [{signed(row.low, digits)}, {signed(row.high, digits)}]"
-    return (f"{claim.id} ({claim.statement}): **{row.verdict}** {where} — {claim.effect} = "
-            f"{signed(row.effect, digits)}{spread}, over {row.n} samples ({row.unit}).")
+    claim = CLAIMS[claim_id]
+    average = rows.loc[AVERAGE]
+    spread = ("" if math.isnan(average.low)
+              else f", 95% interval [{signed(average.low, digits)}, {signed(average.high, digits)}]")
+    per_dataset = "; ".join(f"{d} {r.verdict} ({signed(r.effect, digits)})"
+                            for d, r in rows.drop(index=AVERAGE).iterrows())
+    return (f"{claim.id} ({claim.statement}): **{average.verdict}** averaged over the datasets — "
+            f"{claim.effect} = {signed(average.effect, digits)}{spread}, over {average.n} samples "
+            f"({average.unit}). Per dataset: {per_dataset}.")
 
 
 def formatted(table: pd.DataFrame) -> pd.DataFrame:
