@@ -136,7 +136,7 @@ def figure5_series(zeroshot: str = "CLIP", prompted: str = "prompted") -> dict[s
 def figure5_table(stats: pd.DataFrame, zeroshot: str = "CLIP", prompted: str = "prompted") -> pd.DataFrame:
     """One row per (model, block, head) with distance and entropy, for the series of figure 5:
     CLIP (zero-shot), W/O Prompt and W Prompt (the prompted model without / with its prompt keys).
-    Run columns (dataset, seed) of tables read back from several runs are kept."""
+    Run columns (dataset, variant, seed) of tables read back from several runs are kept."""
     vision = stats[stats.tower == "vision"]
     keys = _run_keys(stats)
     rows = []
@@ -158,7 +158,7 @@ def eos_attention_table(stats: pd.DataFrame) -> pd.DataFrame:
 
 def _run_keys(table: pd.DataFrame) -> list[str]:
     """The columns that say which run a row of a table read back from several runs comes from."""
-    return [key for key in ("dataset", "seed") if key in table.columns]
+    return [key for key in ("dataset", "variant", "seed") if key in table.columns]
 
 
 @torch.no_grad()
