@@ -103,7 +103,8 @@ class PromptedCLIP(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised image features [B, E]."""
         visual = self.clip.visual
-        x = visual.conv1(images.to(self.clip.visual.conv1.weight.dtype))  # [B, D, G, G]
+        weight = visual.conv1.weight                                      # images may come from the CPU
+        x = visual.conv1(images.to(device=weight.device, dtype=weight.dtype))  # [B, D, G, G]
         x = x.flatten(2).transpose(1, 2)                                  # [B, G*G, D]
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)

@@ -225,6 +225,7 @@ def token_contributions(model: PromptedCLIP, dataset, indices: torch.Tensor) -> 
     for label, m in (("zero-shot", zs), ("prompted", model)):
         vision, text = token_relevance(m, images, labels)
         roll_v, roll_t = _rollout_rows(m, images, labels)
+        vision, text, roll_v, roll_t = (x.cpu() for x in (vision, text, roll_v, roll_t))
         v_kinds, t_kinds = _vision_kinds(m), _text_kinds(m, labels)
         membership = TextLayout.from_token_layout(m.token_layout("text")).membership()[labels]  # [S, N, types]
         for method, v, t in (("relevance", vision, text), ("rollout", roll_v, roll_t)):
@@ -343,7 +344,7 @@ def foreground_share(run: LoadedRun, model: PromptedCLIP, limit: int | None = 64
                 B, H = share.shape
                 tables.append(pd.DataFrame({"series": series, "image": np.repeat(np.arange(first, first + B), H),
                                             "block": block, "head": np.tile(np.arange(H), B),
-                                            "share": share.flatten().numpy()}))
+                                            "share": share.flatten().cpu().numpy()}))
         first += len(images)
     return pd.concat(tables, ignore_index=True)
 
