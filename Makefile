@@ -40,7 +40,7 @@ book: env
 	$(PY) -m analysis_lib.demo.world --root $(DEMO_DATA)
 	test -f $(DEMO_CHECKPOINT) || $(PY) -m analysis_lib.demo.pretrain --out $(DEMO_CHECKPOINT)
 	$(PY) -m analysis_lib sweep experiments/demo.yaml --workers $(SWEEP_WORKERS)
-	$(PY) -m analysis_lib analyses experiments/demo.yaml
+	$(PY) -m analysis_lib analyses experiments/demo.yaml --workers $(SWEEP_WORKERS)
 	.venv/bin/jupyter-book build . -W -n --keep-going
 	@echo "The book is built: open file://$(CURDIR)/_build/html/index.html"
 

@@ -2,12 +2,14 @@
 
 sweep      execute every run of the experiment that is not complete, then write the results table
 aggregate  write the results table (output_root/results.csv, .json) from the finished runs
-analyses   execute the analysis notebooks of the experiment into the book (book/generated/)
+analyses   compute the per-run analysis tables of every finished run (Dask, resumable), the claims
+           table, and execute the analysis notebooks into the book (book/generated/)
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .study import aggregate, sweep
@@ -37,13 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-root", help="data folder to use instead of the file's data_root")
     agg = commands.add_parser("aggregate", help="write the results table of the finished runs")
     agg.add_argument("experiment")
-    ana = commands.add_parser("analyses", help="execute the analysis notebooks into the book")
+    ana = commands.add_parser("analyses", help="compute the per-run tables and execute the analysis notebooks")
     ana.add_argument("experiment")
     ana.add_argument("--out", default="book/generated", help="where the executed notebooks go")
     ana.add_argument("--force", action="store_true", help="re-execute notebooks that are up to date")
     ana.add_argument("--data-root", help="data folder to use instead of the file's data_root")
+    ana.add_argument("--workers", type=int, default=1,
+                     help="LocalCluster worker processes for the per-run tables (default 1); 0: in this process")
+    ana.add_argument("--scheduler", metavar="ADDRESS", help="use the running Dask cluster at ADDRESS instead")
+    ana.add_argument("--threads", type=int, default=None,
+                     help="torch threads per task (default: the CPU count divided by the workers)")
     args = parser.parse_args(argv)
-    if args.command == "sweep" and args.workers is not None and args.workers < 0:
+    if args.command in ("sweep", "analyses") and args.workers is not None and args.workers < 0:
         parser.error("--workers must be 0 (in this process) or more")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING)
@@ -53,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             return _aggregate(load_experiment(args.experiment, require_data=False))
         if args.command == "analyses":
             from .report.notebooks import build_analyses
+            threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))
             written = build_analyses(load_experiment(args.experiment, data_root=args.data_root), args.out,
-                                     force=args.force)
+                                     force=args.force, workers=args.workers, scheduler=args.scheduler,
+                                     threads=threads)
             print(f"{len(written)} analysis notebooks in {args.out}")
             return 0
         experiment = load_experiment(args.experiment, data_root=args.data_root)

@@ -57,10 +57,40 @@ def test_token_contributions_and_background(run):
     assert (prompted.kind == "prompt").sum() == 2 * model.config.vision_n_ctx   # each prompt, by both methods
     rollout = result["text"].query("method == 'rollout'").groupby("model").contribution.sum()
     assert rollout.to_numpy() == pytest.approx([1.0, 1.0])      # rollout rows are distributions
+    # Summed per token type per sample, the types of a rollout row still add up to 1.
+    by_type = result["text_by_type"].query("method == 'rollout'").groupby("model").contribution.sum()
+    assert by_type.to_numpy() == pytest.approx([1.0, 1.0])
     with pytest.raises(ValueError, match="no samples to explain"):
         analyses.token_contributions(model, loader.dataset, torch.tensor([], dtype=torch.long))
     table = analyses.background_similarity(run, model, limit=6)
     assert set(table.feature) == {"k", "v"} and table[["foreground", "background"]].abs().le(1 + 1e-6).all().all()
+
+
+def test_foreground_share_series(run):
+    """W/O Prompt renormalises the [CLS] row over [CLS] + patches: its share is W Prompt's divided
+    by the mass left off the prompts, which the captured attention gives independently."""
+    model = run.model("base")
+    table = analyses.foreground_share(run, model, limit=4)
+    assert set(table.series) == {"CLIP", "W/O Prompt", "W Prompt"} and table.share.between(0, 1).all()
+    wide = table.pivot_table(index=["image", "block", "head"], columns="series", values="share")
+    images, _ = analyses.first_images(run.test_loader("base"), 4)
+    with torch.no_grad(), model.capture("vision.blocks.*.attn.lam") as cache:
+        model.encode_image(images)
+    cls_lam = cache.stack("vision", "attn.lam")[:, :, :, 0]             # [L, B, H]: [CLS]'s λ
+    expected = torch.tensor(wide["W Prompt"].to_numpy()) / cls_lam.permute(1, 0, 2).flatten().double()
+    assert wide["W/O Prompt"].to_numpy() == pytest.approx(expected.numpy(), rel=1e-4)
+
+
+def test_cache_stacks_one_hook_over_blocks(run):
+    model = run.model("base")
+    images, _ = analyses.first_images(run.test_loader("base"), 2)
+    with torch.no_grad(), model.capture("vision.blocks.*.attn.pattern") as cache:
+        model.encode_image(images)
+    stacked = cache.stack("vision", "attn.pattern")
+    assert stacked.shape[0] == len(model.vision_tower.blocks)
+    assert torch.equal(stacked[1], cache["vision.blocks.1.attn.pattern"])
+    with pytest.raises(KeyError, match="text.blocks.\\*.attn.pattern"):
+        cache.stack("text", "attn.pattern")
 
 
 def test_patch_foreground_reads_trimaps(tmp_path):

@@ -7,6 +7,7 @@ from analysis_lib.model.backbone import (ActivationMismatchError, CheckpointErro
                                          WeightsNotFoundError, load_backbone)
 from analysis_lib.model.prompted import build_model, length_groups
 from analysis_lib.model.variants import VariantError
+from analysis_lib.stats.attention_stats import block0_deviation
 
 CLASSES = ["cat", "dog", "red fox", "golden retriever"]
 TEMPLATE = "a photo of a {}."
@@ -120,18 +121,18 @@ def test_block0_token_part_is_zeroshot_times_lambda(tiny):
         zs(x)
         ivlp(x)
     n = a["vision.blocks.0.attn.pattern"].shape[-1]                     # [CLS] + patches
-    lam = b["vision.blocks.0.attn.lam"][..., :n, None]
-    torch.testing.assert_close(b["vision.blocks.0.attn.pattern"][..., :n, :n],
-                               lam * a["vision.blocks.0.attn.pattern"], atol=1e-6, rtol=1e-5)
-    assert (lam < 1).all()
+    lam = b["vision.blocks.0.attn.lam"]
+    assert (lam[..., :n] < 1).all()
+    vision = [a["vision.blocks.0.attn.pattern"], torch.ones(n, dtype=torch.bool),
+              b["vision.blocks.0.attn.pattern"], lam, ~ivlp.token_layout("vision").is_prompt]
+    assert block0_deviation(*vision) < 1e-6
+    vision[3] = torch.ones_like(lam)                                    # without the rescaling it fails
+    assert block0_deviation(*vision) > 1e-3
     # Text: "a photo of a" are template words in zero-shot and learned prompts (positions 1..4) here.
-    shared = torch.ones(ivlp.text_tokens.shape[1], dtype=torch.bool)
-    shared[1:5] = False
-    zero = a["text.blocks.0.attn.pattern"][:, :, shared][..., shared]
-    zero = zero / zero.sum(-1, keepdim=True)
-    prompted = b["text.blocks.0.attn.pattern"][:, :, shared][..., shared]
-    lam_text = b["text.blocks.0.attn.lam"][:, :, shared, None]
-    torch.testing.assert_close(prompted, lam_text * zero, atol=1e-6, rtol=1e-5)
+    shared = ~ivlp.token_layout("text").is_prompt
+    assert shared[1:5].sum() == 0 and shared.sum() == len(shared) - 4
+    assert block0_deviation(a["text.blocks.0.attn.pattern"], shared, b["text.blocks.0.attn.pattern"],
+                            b["text.blocks.0.attn.lam"], shared) < 1e-6
 
 
 @pytest.mark.parametrize("variant", ["ivlp", "coop", "vision"])
@@ -172,6 +173,48 @@ def test_removing_both_effects_gives_zeroshot_image_features(tiny):
         with vpt.ablate(Ablation(keep_rescale=False, keep_bias=True)):
             bias_only = vpt(x)
     assert not torch.allclose(rescale_only, bias_only, atol=1e-4)
+
+
+def test_depth_limited_ablation_acts_only_below_the_prompt_depth(tiny):
+    """Vision prompts in block 0 only (depth 1 of 2): removing both effects there leaves block 1's
+    input on the original tokens as zero-shot's, while block 1 still sees the prompt slots."""
+    zs = build_model("zeroshot", tiny, CLASSES, TEMPLATE)
+    vpt = randomise(build_model("vision", tiny, CLASSES, TEMPLATE, vision_depth=1))
+    x = images(tiny)
+    n = tiny.clip.visual.positional_embedding.shape[0]
+    with torch.no_grad():
+        with zs.capture("vision.blocks.1.resid_pre") as a:
+            zs_features = zs.encode_image(x)
+        limited = Ablation(keep_rescale=False, keep_bias=False, below_prompt_depth=True)
+        with vpt.ablate(limited), vpt.capture("vision.blocks.1.resid_pre") as b:
+            limited_features = vpt.encode_image(x)
+        with vpt.ablate(Ablation(keep_rescale=False, keep_bias=False)):
+            all_blocks = vpt.encode_image(x)
+    torch.testing.assert_close(b["vision.blocks.1.resid_pre"][:, :n], a["vision.blocks.1.resid_pre"])
+    torch.testing.assert_close(all_blocks, zs_features, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(limited_features, zs_features, atol=1e-4)
+
+
+def test_token_types_come_from_the_tokenised_pieces(tiny):
+    """"pho" (inside "photo"), names with '.', multi-token names, templates after the class."""
+    def types(variant, names, template, **kw):
+        model = build_model(variant, tiny, names, template, **kw)
+        layout = model.token_layout("text")
+        return [[t for t in layout.token_types[c] if t != "pad"] for c in range(len(names))]
+    food = "a photo of {}, a type of food."
+    after = ["template"] * 5 + ["period", "eos"]                        # ", a type of food" then "." [EOS]
+    assert types("zeroshot", ["pho"], food) == [["sos"] + ["prompt"] * 3 + ["category"] + after]
+    # "mr. potato head" is mr . potato head: four category tokens, its '.' is not the period.
+    assert types("zeroshot", ["mr. potato head"], food) == [["sos"] + ["prompt"] * 3 + ["category"] * 4 + after]
+    assert types("ivlp", ["pho", "st. bernard"], TEMPLATE, text_depth=2, vision_depth=2) == [
+        ["sos"] + ["prompt"] * 4 + ["category"] + ["period", "eos"],
+        ["sos"] + ["prompt"] * 4 + ["category"] * 3 + ["period", "eos"]]
+    # Two learned tokens: "of a" stay as fixed template words.
+    assert types("coop", ["pho"], TEMPLATE, text_n_ctx=2)[0][:6] == ["sos", "prompt", "prompt", "template",
+                                                                     "template", "category"]
+    assert types("zeroshot", ["pho"], "{} texture.") == [["sos", "category", "template", "period", "eos"]]
+    with pytest.raises(VariantError, match="'yahoo!'.*does not tokenise as its pieces"):
+        types("zeroshot", ["yahoo!"], "{}.")
 
 
 def test_gradients_reach_only_trainable_parameters(tiny):

@@ -30,7 +30,12 @@ def test_run_folder_and_reload(ivlp_run):
     as_trained = table.set_index("ablation").loc["as trained"]
     assert as_trained["base"] == pytest.approx(metrics["base_acc"])
     assert as_trained["novel"] == pytest.approx(metrics["novel_acc"])
-    assert list(table["ablation"]) == ["as trained", "bias term removed", "rescaling removed", "both removed"]
+    removals = ["bias term removed", "rescaling removed", "both removed"]
+    assert list(zip(table["ablation"], table["form"])) == [("as trained", "all blocks")] + [
+        (name, form) for form in ("all blocks", "below prompt depth") for name in removals]
+    # The run's prompts reach every block (depth 2 of 2): both forms are the same ablation.
+    forms = table.iloc[1:].set_index(["form", "ablation"])
+    assert forms.loc["all blocks"].equals(forms.loc["below prompt depth"])
 
 
 def test_same_seed_same_metrics(ivlp_run, tmp_path):

@@ -20,10 +20,16 @@ from .capture import Scope
 
 @dataclass(frozen=True)
 class Ablation:
-    """Which of the two effects of the prompts to keep (the causal test of way (a) vs way (b))."""
+    """Which of the two effects of the prompts to keep (the causal test of way (a) vs way (b)).
+
+    In blocks at or past a tower's prompt depth the prompt slots hold the previous block's outputs
+    at the prompt positions, which still act as keys and values: by default the ablation acts
+    there too (all blocks); ``below_prompt_depth`` limits it to the blocks with learned prompts.
+    """
 
     keep_rescale: bool = True
     keep_bias: bool = True
+    below_prompt_depth: bool = False
 
     @property
     def active(self) -> bool:

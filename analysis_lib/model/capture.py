@@ -54,6 +54,23 @@ class Cache(dict):
     def record(self, name: str, value: torch.Tensor) -> None:
         self[name] = value if self.keep_graph else value.detach()
 
+    def blocks(self, tower: str, point: str) -> list[torch.Tensor]:
+        """One hook point of every block of ``tower``, in block order (``vision``, ``attn.pattern``)."""
+        found = {}
+        for name, value in self.items():
+            head, _, rest = name.partition(f"{tower}.blocks.")
+            index, _, suffix = rest.partition(".")
+            if not head and suffix == point and index.isdigit():
+                found[int(index)] = value
+        if sorted(found) != list(range(len(found))) or not found:
+            raise KeyError(f"the cache holds {tower}.blocks.*.{point} for blocks {sorted(found)}; capture "
+                           f"'{tower}.blocks.*.{point}' over a whole forward pass")
+        return [found[i] for i in range(len(found))]
+
+    def stack(self, tower: str, point: str) -> torch.Tensor:
+        """``blocks`` stacked into one tensor [n_blocks, ...] (as TransformerLens's stack_activation)."""
+        return torch.stack(self.blocks(tower, point))
+
 
 class Scope:
     """A recorder seen from one block: prefixes names, and answers nothing when there is no recorder."""

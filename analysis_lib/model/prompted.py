@@ -26,7 +26,10 @@ from .variants import VariantConfig, VariantError, check_depths, variant_config
 # One more pass through the text tower costs about as much as this many padded token positions
 # (a GPU's kernel launches per block; an estimate, not a measurement): fewer, larger groups.
 PASS_COST_TOKENS = 256
+
+# What a text position holds: the one list of token types (the statistics group by it, in this order).
 TOKEN_TYPES = ("sos", "prompt", "category", "template", "period", "eos")
+PADDING = "pad"  # positions after [EOS]: no type, never attended to by the pooled token
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class PromptedCLIP(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised image features [B, E]."""
         visual = self.clip.visual
-        x = visual.conv1(images.to(self.clip.visual.conv1.weight.dtype))  # [B, D, G, G]
+        weight = visual.conv1.weight                                      # images may come from the CPU
+        x = visual.conv1(images.to(device=weight.device, dtype=weight.dtype))  # [B, D, G, G]
         x = x.flatten(2).transpose(1, 2)                                  # [B, G*G, D]
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
@@ -202,19 +206,32 @@ class PromptedCLIP(nn.Module):
                            eos_index=self.eos_index.cpu())
 
     def _token_types(self, c: int) -> list[str]:
-        """sos / prompt (learned, or the template's words) / category / template / period / eos / pad."""
-        text, name = self.prompt_texts[c], self.classnames[c]
-        before = text[: text.index(name)].strip()
-        n_before = len(self.tokenizer.encode(before)) if before else 0
-        n_name = len(self.tokenizer.encode(name))
+        """Each position's type, from the pieces of the prompt tokenised separately (never by
+        searching the class name in the text: Food101's "pho" occurs inside "photo").
+
+        Pieces: [SOS]; the words before the class (learned context: its n_ctx positions are
+        "prompt", any init words left fixed are "template"; zero-shot: the template words play the
+        prompt's part); the class name ("category"); the words after it ('.' is "period", the rest
+        "template"); [EOS]; padding.
+        """
+        name, encode = self.classnames[c], self.tokenizer.encode
+        if self.config.text_n_ctx:
+            before, after = self.prompt_texts[c][: -len(f"{name}.")], "."
+        else:
+            before, after = self.template.split("{}")
+        n_before = len(encode(before)) if before.strip() else 0
+        n_prompt = self.config.text_n_ctx or n_before
+        after_ids = encode(after)
+        types = (["sos"] + ["prompt"] * n_prompt + ["template"] * (n_before - n_prompt)
+                 + ["category"] * len(encode(name))
+                 + ["period" if self.tokenizer.decode([i]).strip() == "." else "template" for i in after_ids])
         eos = int(self.eos_index[c])
-        # Learned context is "prompt"; in zero-shot the template words before the class play its part.
-        n_prompt = self.config.text_n_ctx if self.config.text_n_ctx else n_before
-        types = ["sos"] + ["prompt"] * n_prompt + ["template"] * (n_before - n_prompt) + ["category"] * n_name
-        ids = self.text_tokens[c, len(types):eos].tolist()
-        types += ["period" if self.tokenizer.decode([i]).strip() == "." else "template" for i in ids]
-        types += ["eos"] + ["pad"] * (self.text_tokens.shape[1] - eos - 1)
-        return types
+        pieces = [self.text_tokens[c, 0].item()] + encode(before) + encode(name) + after_ids
+        if len(types) != eos or self.text_tokens[c, :eos].tolist() != pieces:
+            raise VariantError(f"class {name!r}: the prompt {self.prompt_texts[c]!r} does not tokenise as its "
+                               "pieces do (the name merges with the text around it into one token), so its "
+                               "positions have no single type; rename the class, e.g. drop trailing punctuation")
+        return types + ["eos"] + [PADDING] * (self.text_tokens.shape[1] - eos - 1)
 
     # ----------------------------------------------------------------- parameters
     def train(self, mode: bool = True):

@@ -109,10 +109,15 @@ class Tower(nn.Module):
                 x = self.slot.insert(x, self.prompts.vectors[i])
             scope = Scope(recorder, f"{self.name}.blocks.{i}")
             scope.record("resid_pre", x)
-            attn_out = self_attention(block.attn, block.ln_1(x), mask, prompt_keys, scope, ablation)
+            attn_out = self_attention(block.attn, block.ln_1(x), mask, prompt_keys, scope, self._ablation(ablation, i))
             x = x + block.ls_1(attn_out) + self._bias("attn", i)
             x = x + block.ls_2(block.mlp(block.ln_2(x))) + self._bias("mlp", i)
         return x
+
+    def _ablation(self, ablation: Ablation, block: int) -> Ablation:
+        """The ablation in effect in ``block``: none past the prompt depth for a depth-limited one."""
+        depth = self.prompts.depth if self.prompts is not None else 0
+        return NO_ABLATION if ablation.below_prompt_depth and block >= depth else ablation
 
     def _bias(self, where: str, block: int):
         return 0.0 if self.biases is None else self.biases.at(where, block)

@@ -150,3 +150,10 @@ def distance_entropy_scatter(df: pd.DataFrame) -> alt.FacetChart:
         .resolve_scale(x="independent", y="independent")
         .properties(usermeta={"book_chart": "distance_entropy"})
     )
+
+
+def dataset_picker(chart, datasets: Sequence[str]):
+    """``chart`` (its data has a ``dataset`` column) showing one dataset at a time, chosen in a
+    drop-down: the per-dataset view of a chapter, filtered in the browser."""
+    picked = _dropdown("dataset", [str(d) for d in datasets], "dataset ")
+    return chart.add_params(picked).transform_filter(alt.datum.dataset == picked)

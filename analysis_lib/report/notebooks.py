@@ -1,9 +1,11 @@
-"""The analyses of an experiment, executed into the book: one notebook per chapter, plus the
-profile that tells the reader which model and data the numbers come from.
+"""The analyses of an experiment, executed into the book: the per-run tables (the analyses stage,
+``stats/per_run.py``), the claims table, one notebook per chapter, and the profile that tells the
+reader which model and data the numbers come from.
 
 Each notebook is executed by papermill into ``book/generated/<name>.ipynb`` (via a temporary
 file, so a failed analysis never leaves a page that looks finished). A notebook whose executed
-copy is newer than the experiment's results and has the same parameters is not run again.
+copy is newer than the experiment's results and its claims table, with the same parameters, is
+not run again; the claims table is rewritten only when it changes.
 The executed copy is tagged for Jupyter Book (`tag_for_book`): the page shows outputs with
 each code cell collapsed, so the templates stay free of presentation tags.
 """
@@ -20,15 +22,21 @@ from tqdm.auto import tqdm
 
 from .profile import BookProfile, write_profile
 from ..data import DEMO_DATASETS
+from ..files import write_text_atomic
+from ..stats import per_run
+from ..stats.claims import experiment_claims
+from .chapter import CLAIMS_TABLE
 from ..study.experiment import Experiment
 from ..study.sweep import first_line, run_notebook
 
 log = logging.getLogger(__name__)
 
-# Chapters that explain one run, and chapters built from the results table of all runs.
-RUN_NOTEBOOKS = ("decomposition", "token_contributions", "eos_attention", "distance_entropy",
-                 "prompts_as_background", "causal_ablation", "attention_explorer")
-TABLE_NOTEBOOKS = ("bias_tuning", "results")
+# Chapters that read the per-run tables of every run and the claims table; the chapter that
+# explains one run; chapters built from the results table of all runs.
+STAGE_NOTEBOOKS = ("claims", "decomposition", "causal_ablation", "token_contributions", "cls_foreground",
+                   "eos_attention", "distance_entropy", "prompts_as_background", "bias_tuning")
+RUN_NOTEBOOKS = ("attention_explorer",)
+TABLE_NOTEBOOKS = ("results",)
 DATA_NOTEBOOKS = ("datasets",)  # chapters about the experiment's data, no run needed
 DEMO_MODEL = "demo-clip"
 EXPLORER_IMAGES = 8  # test images per dataset in the attention explorer
@@ -44,6 +52,8 @@ def notebook_parameters(experiment: Experiment, name: str, out_dir: Path) -> dic
         return {"runs_root": experiment.output_root, "tables_dir": tables}
     if name in DATA_NOTEBOOKS:
         return {"datasets": list(experiment.datasets), "data_root": experiment.data_root, "tables_dir": tables}
+    if name in STAGE_NOTEBOOKS:
+        return {"experiment": str(experiment.path), "tables_dir": tables}
     a = experiment.analysis
     params = {"runs_root": experiment.output_root, "dataset": a.dataset, "variant_name": a.variant_name,
               "seed": a.seed, "data_root": experiment.data_root, "n_images": a.n_images, "tables_dir": tables}
@@ -55,8 +65,10 @@ def notebook_parameters(experiment: Experiment, name: str, out_dir: Path) -> dic
 
 
 def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated", cwd: str | Path = ".",
-                   notebooks_dir: str | Path = "notebooks", force: bool = False) -> list[Path]:
-    """Execute every analysis notebook for ``experiment``; returns the executed notebooks."""
+                   notebooks_dir: str | Path = "notebooks", force: bool = False, workers: int = 1,
+                   scheduler: str | None = None, threads: int | None = None) -> list[Path]:
+    """Compute the per-run tables (``workers``, ``scheduler``, ``threads``: see ``per_run.run_stage``)
+    and the claims table, then execute every analysis notebook; returns the executed notebooks."""
     if experiment.analysis is None:
         raise AnalysisError(f"{experiment.path} has no 'analysis' section naming the run to analyse "
                             "(dataset, variant_name, seed, n_images)")
@@ -66,11 +78,14 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
                             f"(python -m analysis_lib sweep {experiment.path})")
     out_dir = Path(out_dir)
     (Path(cwd) / out_dir).mkdir(parents=True, exist_ok=True)
+    per_run.run_stage(experiment, workers, scheduler, threads)
+    claims = _write_if_changed(Path(cwd) / out_dir / "tables" / CLAIMS_TABLE,
+                               experiment_claims(experiment).to_csv(index=False))
     written = []
-    for name in tqdm(DATA_NOTEBOOKS + RUN_NOTEBOOKS + TABLE_NOTEBOOKS, desc="analyses"):
+    for name in tqdm(DATA_NOTEBOOKS + STAGE_NOTEBOOKS + RUN_NOTEBOOKS + TABLE_NOTEBOOKS, desc="analyses"):
         params = notebook_parameters(experiment, name, out_dir)
         target = Path(cwd) / out_dir / f"{name}.ipynb"
-        if not force and _up_to_date(target, params, results):
+        if not force and _up_to_date(target, params, results, claims):
             log.info("%s is up to date", target)
         else:
             _execute(Path(cwd) / notebooks_dir / f"{name}.ipynb", target, params, cwd)
@@ -79,8 +94,15 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
     return written
 
 
-def _up_to_date(target: Path, params: dict, results: Path) -> bool:
-    if not target.is_file() or target.stat().st_mtime < results.stat().st_mtime:
+def _write_if_changed(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (atomically) unless it holds it already, so its time says when it changed."""
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        write_text_atomic(path, text)
+    return path
+
+
+def _up_to_date(target: Path, params: dict, *inputs: Path) -> bool:
+    if not target.is_file() or any(target.stat().st_mtime < i.stat().st_mtime for i in inputs):
         return False
     stored = nbformat.read(target, as_version=4).metadata.get("papermill", {}).get("parameters", {})
     return stored == params

@@ -20,8 +20,10 @@ from .relevance import token_relevance
 from .rollout import attention_rollout, rollout_row
 from ..files import write_text_atomic
 from ..study.run_folder import LoadedRun, load_run
-from .attention_stats import (AttentionStatistics, DecompositionStatistics, GridLayout,
-                         prompt_background_similarity)
+from ..model.prompted import TOKEN_TYPES
+from .attention_stats import (WITH_PROMPT, WITHOUT_PROMPT, AttentionStatistics, DecompositionStatistics,
+                              GridLayout, TextLayout, block0_deviation, cls_foreground_share,
+                              prompt_background_similarity)
 
 def open_run(runs_root: str, dataset: str, variant_name: str, seed: int, data_root: str | None = None,
              device: str = "auto") -> LoadedRun:
@@ -94,28 +96,21 @@ def decomposition_by_block(model: PromptedCLIP, loader, progress: bool = False) 
 
 @torch.no_grad()
 def block0_proportionality(model: PromptedCLIP, images: torch.Tensor) -> dict[str, float]:
-    """Largest |A_prompted − λ·A_zero-shot| in block 0 over the original tokens, per tower.
-
-    Vision: all of [CLS] + patches. Text: the tokens both models share ([SOS], class, '.', [EOS]),
-    zero-shot attention renormalised over them. Both are 0 up to rounding if the IVLP rule holds.
-    """
+    """Claim C1 per tower: ``block0_deviation`` of ``model`` against its zero-shot twin on ``images``."""
     zs = zeroshot_twin(model)
     names = ["*.blocks.0.attn.pattern", "*.blocks.0.attn.lam"]
     with zs.capture(names) as a, model.capture(names) as b:
         zs(images)
         model(images)
-    n = a["vision.blocks.0.attn.pattern"].shape[-1]
-    vision = (b["vision.blocks.0.attn.pattern"][..., :n, :n]
-              - b["vision.blocks.0.attn.lam"][..., :n, None] * a["vision.blocks.0.attn.pattern"]).abs().max()
-    errors = {"vision": vision.item()}
-    n_ctx = model.config.text_n_ctx
-    if n_ctx and zs.text_tokens.shape == model.text_tokens.shape:
-        shared = ~model.token_layout("text").is_prompt
-        zero = a["text.blocks.0.attn.pattern"][:, :, shared][..., shared]
-        zero = zero / zero.sum(-1, keepdim=True)
-        prompted = b["text.blocks.0.attn.pattern"][:, :, shared][..., shared]
-        lam = b["text.blocks.0.attn.lam"][:, :, shared, None]
-        errors["text"] = (prompted - lam * zero).abs().max().item()
+    errors = {}
+    for tower in ("vision", "text"):
+        zs_layout, layout = zs.token_layout(tower), model.token_layout(tower)
+        if tower == "text" and (not model.config.text_n_ctx or zs_layout.n_tokens != layout.n_tokens):
+            continue  # no text prompts, or sequences that do not line up position by position
+        zs_shared = torch.ones(zs_layout.n_tokens, dtype=torch.bool) if tower == "vision" else ~layout.is_prompt
+        errors[tower] = block0_deviation(a[f"{tower}.blocks.0.attn.pattern"], zs_shared,
+                                         b[f"{tower}.blocks.0.attn.pattern"], b[f"{tower}.blocks.0.attn.lam"],
+                                         ~layout.is_prompt)
     return errors
 
 
@@ -130,27 +125,39 @@ def attention_statistics(models: dict[str, PromptedCLIP], loader, progress: bool
     return pd.concat(tables, ignore_index=True)
 
 
+def figure5_series(zeroshot: str = "CLIP", prompted: str = "prompted") -> dict[str, tuple[str, str]]:
+    """The figures' series as (model, reading): CLIP and W Prompt read the attention as computed
+    (probing-vits), W/O Prompt with the prompt keys dropped and rows renormalised."""
+    return {"CLIP": (zeroshot, WITH_PROMPT), "W/O Prompt": (prompted, WITHOUT_PROMPT),
+            "W Prompt": (prompted, WITH_PROMPT)}
+
+
 def figure5_table(stats: pd.DataFrame, zeroshot: str = "CLIP", prompted: str = "prompted") -> pd.DataFrame:
     """One row per (model, block, head) with distance and entropy, for the series of figure 5:
-    CLIP (zero-shot), W/O Prompt and W Prompt (the prompted model without / with its prompt keys)."""
+    CLIP (zero-shot), W/O Prompt and W Prompt (the prompted model without / with its prompt keys).
+    Run columns (dataset, variant, seed) of tables read back from several runs are kept."""
     vision = stats[stats.tower == "vision"]
-    series = {"CLIP": (zeroshot, "without_prompt"), "W/O Prompt": (prompted, "without_prompt"),
-              "W Prompt": (prompted, "with_prompt")}
+    keys = _run_keys(stats)
     rows = []
-    for name, (model, variant) in series.items():
-        part = vision[(vision.model == model) & (vision.variant == variant)]
-        wide = part.pivot_table(index=["block", "head"], columns="statistic", values="value").reset_index()
+    for name, (model, reading) in figure5_series(zeroshot, prompted).items():
+        part = vision[(vision.model == model) & (vision.reading == reading)]
+        wide = part.pivot_table(index=keys + ["block", "head"], columns="statistic", values="value").reset_index()
         rows.append(wide.assign(model=name, tower="vision"))
     table = pd.concat(rows, ignore_index=True).rename(
         columns={"attention_distance": "distance", "attention_entropy": "entropy"})
-    return table[["model", "tower", "block", "head", "distance", "entropy"]]
+    return table[keys + ["model", "tower", "block", "head", "distance", "entropy"]]
 
 
 def eos_attention_table(stats: pd.DataFrame) -> pd.DataFrame:
-    """Figure 4: per model, block and head, the [EOS] attention mass on each token type."""
+    """Figure 4: per model, block and head, the [EOS] attention mass on each token type (run columns kept)."""
     text = stats[(stats.tower == "text") & stats.statistic.str.startswith("eos_to_")]
     return text.assign(token_type=text.statistic.str.removeprefix("eos_to_"))[
-        ["model", "block", "head", "token_type", "value"]].rename(columns={"value": "attention"})
+        _run_keys(stats) + ["model", "block", "head", "token_type", "value"]].rename(columns={"value": "attention"})
+
+
+def _run_keys(table: pd.DataFrame) -> list[str]:
+    """The columns that say which run a row of a table read back from several runs comes from."""
+    return [key for key in ("dataset", "variant", "seed") if key in table.columns]
 
 
 # ------------------------------------------------------------------ 2. token contributions
@@ -183,16 +190,22 @@ def token_contributions(model: PromptedCLIP, dataset, indices: torch.Tensor) -> 
     device = next(model.parameters()).device
     images = torch.stack([dataset[i][0] for i in chosen]).to(device)
     labels = torch.tensor([dataset[i][1] for i in chosen], device=device)
-    tables = {"vision": [], "text": [], "per_image": []}
+    tables = {"vision": [], "text": [], "text_by_type": [], "per_image": []}
     for label, m in (("zero-shot", zs), ("prompted", model)):
-        vision, text = (rows.cpu() for rows in token_relevance(m, images, labels))
-        roll_v, roll_t = (rows.cpu() for rows in _rollout_rows(m, images, labels))
+        vision, text = token_relevance(m, images, labels)
+        roll_v, roll_t = _rollout_rows(m, images, labels)
+        vision, text, roll_v, roll_t = (x.cpu() for x in (vision, text, roll_v, roll_t))
         v_kinds, t_kinds = _vision_kinds(m), _text_kinds(m, labels)
+        membership = TextLayout.from_token_layout(m.token_layout("text")).membership()[labels]  # [S, N, types]
         for method, v, t in (("relevance", vision, text), ("rollout", roll_v, roll_t)):
             tables["vision"].append(pd.DataFrame({"model": label, "method": method, "token": range(v.shape[1]),
                                                   "kind": v_kinds, "contribution": v.mean(0).numpy()}))
             tables["text"].append(pd.DataFrame({"model": label, "method": method, "position": range(t.shape[1]),
                                                 "kind": t_kinds, "contribution": t.mean(0).numpy()}))
+            # Positions hold different types for different class names: sum per type per sample first.
+            by_type = torch.einsum("sn,snt->st", t.float(), membership).mean(0)
+            tables["text_by_type"].append(pd.DataFrame({"model": label, "method": method, "token_type": TOKEN_TYPES,
+                                                        "contribution": by_type.numpy()}))
         grid = m.token_layout("vision").grid
         for i in range(min(4, len(chosen))):
             patch = vision[i, 1:1 + grid * grid].reshape(grid, grid)
@@ -207,10 +220,8 @@ def token_contributions(model: PromptedCLIP, dataset, indices: torch.Tensor) -> 
 def _rollout_rows(model: PromptedCLIP, images, labels):
     with model.capture("*.attn.pattern") as cache:
         model(images)
-    def tower(name):
-        return [cache[f"{name}.blocks.{i}.attn.pattern"] for i in range(len(getattr(model, f"{name}_tower").blocks))]
-    vision = rollout_row(attention_rollout(tower("vision")), 0)
-    text_rollout = attention_rollout(tower("text"))[labels]              # the true class's prompt
+    vision = rollout_row(attention_rollout(cache.blocks("vision", "attn.pattern")), 0)
+    text_rollout = attention_rollout(cache.blocks("text", "attn.pattern"))[labels]  # the true class's prompt
     text = rollout_row(text_rollout, model.eos_index[labels])
     return vision, text
 
@@ -245,22 +256,27 @@ def patch_foreground(mask_file, image_size: int, grid: int, foreground_values=(1
     return fg.reshape(grid, patch, grid, patch).mean((1, 3)).flatten() > 0.5
 
 
-@torch.no_grad()
-def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int = 64) -> pd.DataFrame:
-    """Per block and head: mean cosine similarity of the vision prompts' keys and values to the
-    foreground patches' and to the background patches'."""
+def masked_batches(run: LoadedRun, grid: int, limit: int | None):
+    """The first ``limit`` base test images in batches, each with its patches' foreground flags [B, G²]."""
     spec = data.get_spec(run.settings.dataset)
     items = run.splits["base"].test[:limit]
     masks = [data.mask_path(spec, run.settings.data_root, item) for item in items]
     if not items or masks[0] is None:
         raise ValueError(f"{run.settings.dataset} has no foreground masks; use OxfordPets or a demo dataset")
-    layout = GridLayout.from_token_layout(model.token_layout("vision"))
-    loader = run.test_loader("base", limit)
-    rows, start = [], 0
-    for images, _ in loader:
-        fg = torch.stack([patch_foreground(m, run.backbone.image_size, layout.grid)
-                          for m in masks[start:start + len(images)]])
+    start = 0
+    for images, _ in run.test_loader("base", limit):
+        yield images, torch.stack([patch_foreground(m, run.backbone.image_size, grid)
+                                   for m in masks[start:start + len(images)]])
         start += len(images)
+
+
+@torch.no_grad()
+def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int | None = 64) -> pd.DataFrame:
+    """Per block and head: mean cosine similarity of the vision prompts' keys and values to the
+    foreground patches' and to the background patches'."""
+    layout = GridLayout.from_token_layout(model.token_layout("vision"))
+    rows = []
+    for images, fg in masked_batches(run, layout.grid, limit):
         with model.capture(["vision.blocks.*.attn.k", "vision.blocks.*.attn.v"]) as cache:
             model.encode_image(images)
         for name, features in cache.items():
@@ -275,6 +291,31 @@ def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int = 64) 
     return sums.assign(foreground=sums.foreground_sum / sums.n_foreground,
                        background=sums.background_sum / sums.n_background)[
         ["block", "head", "feature", "foreground", "background", "n_foreground", "n_background"]]
+
+
+# ------------------------------------------------------------------ 6. [CLS] on the foreground
+@torch.no_grad()
+def foreground_share(run: LoadedRun, model: PromptedCLIP, limit: int | None = 64) -> pd.DataFrame:
+    """Claim C2, per image, block and head: the share of the [CLS] query's attention on foreground
+    patches (``cls_foreground_share``) for the series CLIP, W/O Prompt and W Prompt."""
+    models = {"CLIP": zeroshot_twin(model), "prompted": model}
+    layouts = {k: GridLayout.from_token_layout(m.token_layout("vision")) for k, m in models.items()}
+    tables, first = [], 0
+    for images, fg in masked_batches(run, layouts["CLIP"].grid, limit):
+        caches = {}
+        for key, m in models.items():
+            with m.capture("vision.blocks.*.attn.pattern") as caches[key]:
+                m.encode_image(images)
+        for series, (key, reading) in figure5_series().items():
+            patterns = caches[key].stack("vision", "attn.pattern")           # [L, B, H, N, N]
+            for block, pattern in enumerate(patterns):
+                share = cls_foreground_share(pattern, layouts[key], fg, reading)  # [B, H]
+                B, H = share.shape
+                tables.append(pd.DataFrame({"series": series, "image": np.repeat(np.arange(first, first + B), H),
+                                            "block": block, "head": np.tile(np.arange(H), B),
+                                            "share": share.flatten().cpu().numpy()}))
+        first += len(images)
+    return pd.concat(tables, ignore_index=True)
 
 
 # ------------------------------------------------------------------ 7. results tables

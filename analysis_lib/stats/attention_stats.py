@@ -1,19 +1,22 @@
 """The attention statistics of the study, each defined here and nowhere else (PAPER.md, "Statistics").
 
 Pure torch on the tensors of the model's hook points (``capture.py``): batched, device-agnostic,
-computed in float32 whatever precision the model runs in. Two variants of every per-query
-statistic:
+computed in float32 whatever precision the model runs in. Two *readings* of every per-query
+statistic (called readings, not variants, so as not to collide with the model variants):
 
-- ``with_prompt``: the attention as the prompted model computed it, prompt keys included;
-- ``without_prompt``: each row renormalised over the patch keys only ([CLS] and prompt keys
-  removed), as PAPER.md defines "W/O Prompt". A softmax restricted to a subset of keys equals the
-  full softmax renormalised over that subset, so this is the attention among the patches that the
-  prompts' share (and [CLS]'s) rescales.
+- ``with_prompt``: the attention as the model computed it, every key kept and rows not
+  renormalised. Keys that are not patches ([CLS], prompts) count at distance 0: the probing-vits
+  definition of attention distance, exactly. This is the figures' "CLIP" (zero-shot model) and
+  "W Prompt" (prompted model).
+- ``without_prompt``: the prompt keys dropped and each row renormalised over the remaining keys
+  ([CLS] + patches, [CLS] still at distance 0), "W/O Prompt". A softmax restricted to a subset of
+  keys equals the full softmax renormalised over that subset, so this is the attention among the
+  original tokens that the prompts' share rescales. For a model without prompts both readings
+  agree, so W/O − W measures the prompts alone.
 
-"CLIP" in the figures is zero-shot CLIP in the ``without_prompt`` variant, so that it compares
-directly with the prompted model's "W/O Prompt"; in ``with_prompt`` the [CLS] and prompt keys
-count at distance 0 (a definition of ours: they have no place on the grid).
-The two accumulators at the end implement the recorder protocol, so the statistics of a whole
+Queries are the original tokens only (patches for distance and entropy; [SOS]..[EOS] for text),
+never prompt queries, whose outputs are replaced before the next block.
+The accumulators at the end implement the recorder protocol, so the statistics of a whole
 test set are reduced batch by batch without ever storing the attention maps.
 """
 from __future__ import annotations
@@ -26,10 +29,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..model.prompted import PADDING, TOKEN_TYPES
+
 WITH_PROMPT, WITHOUT_PROMPT = "with_prompt", "without_prompt"
-VARIANTS = (WITH_PROMPT, WITHOUT_PROMPT)
-EOS_GROUPS = ("sos", "prompt", "template", "category", "period", "eos")
-PADDING = "pad"  # text positions after [EOS]: never part of a group
+READINGS = (WITH_PROMPT, WITHOUT_PROMPT)
 
 
 class LayoutError(ValueError):
@@ -83,9 +86,8 @@ class GridLayout:
     def key_distances(self, device=None) -> torch.Tensor:
         """[G², N] pixel distance from each patch query to each key; [CLS] and prompt keys at 0.
 
-        Prompts have no position, so they count as distance 0 (PAPER.md), and the prompts' share
-        of the attention shrinks the distance. The [CLS] key is treated the same way (ours): it
-        has a position embedding but no place on the image grid.
+        Prompts and [CLS] have no place on the image grid, so they count as distance 0, as in the
+        probing-vits code (PAPER.md): their share of the attention shrinks the distance.
         """
         g = torch.arange(self.grid, device=device, dtype=torch.float32)
         pos = torch.stack(torch.meshgrid(g, g, indexing="ij"), dim=-1).reshape(-1, 2)  # [G², 2] (row, col)
@@ -101,7 +103,7 @@ class GridLayout:
 
 @dataclass(frozen=True)
 class TextLayout:
-    """Text tokens of C class prompts: each position's type (``EOS_GROUPS`` or ``pad``) and the [EOS] index."""
+    """Text tokens of C class prompts: each position's type (``TOKEN_TYPES`` or ``pad``) and the [EOS] index."""
 
     token_types: list[list[str]]  # C lists of N labels
     eos_index: torch.Tensor       # [C] long
@@ -126,7 +128,7 @@ class TextLayout:
     def n_tokens(self) -> int:
         return len(self.token_types[0])
 
-    def membership(self, groups: Sequence[str] = EOS_GROUPS, device=None) -> torch.Tensor:
+    def membership(self, groups: Sequence[str] = TOKEN_TYPES, device=None) -> torch.Tensor:
         """[C, N, n_groups] one-hot: which group each position of each prompt belongs to (pad: none)."""
         unknown = {t for types in self.token_types for t in types} - set(groups) - {PADDING}
         if unknown:
@@ -158,30 +160,59 @@ def renormalise_without(pattern: torch.Tensor, drop_keys_mask: torch.Tensor) -> 
     return kept / kept.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(kept.dtype).tiny)
 
 
-def _patch_rows(pattern: torch.Tensor, layout: GridLayout, variant: str) -> torch.Tensor:
-    """The patch queries' rows [B, H, G², N] in float32, in the given variant."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    layout.check(pattern, -1)
-    rows = pattern[:, :, layout.patches, :].float()                     # [B, H, G², N]
-    return renormalise_without(rows, ~layout.is_patch) if variant == WITHOUT_PROMPT else rows
+def read_rows(rows: torch.Tensor, layout: GridLayout, reading: str) -> torch.Tensor:
+    """Attention rows [..., N] in float32 as ``reading`` sees them: as computed (with_prompt), or
+    with the prompt keys dropped and each row renormalised over [CLS] + patches (without_prompt)."""
+    if reading not in READINGS:
+        raise ValueError(f"reading must be one of {READINGS}, got {reading!r}")
+    layout.check(rows, -1)
+    rows = rows.float()
+    return renormalise_without(rows, layout.is_prompt) if reading == WITHOUT_PROMPT else rows
 
 
-def attention_distance(pattern: torch.Tensor, layout: GridLayout, variant: str = WITH_PROMPT) -> torch.Tensor:
+def _patch_rows(pattern: torch.Tensor, layout: GridLayout, reading: str) -> torch.Tensor:
+    """The patch queries' rows [B, H, G², N] in float32, in the given reading."""
+    return read_rows(pattern[:, :, layout.patches, :], layout, reading)
+
+
+def attention_distance(pattern: torch.Tensor, layout: GridLayout, reading: str = WITH_PROMPT) -> torch.Tensor:
     """Mean attention distance in pixels of each patch query, Σ_j A_ij · patch_px · ‖pos_i − pos_j‖.
 
     ``pattern`` [B, H, N, N] → [B, H, G²]; the figure's value per head is ``.mean((0, 2))``.
-    [CLS] and prompt keys count at distance 0 (``GridLayout.key_distances``).
+    [CLS] and prompt keys count at distance 0 (``GridLayout.key_distances``), rows as ``reading`` reads them.
     """
-    return _distance(_patch_rows(pattern, layout, variant), layout)
+    return _distance(_patch_rows(pattern, layout, reading), layout)
 
 
-def attention_entropy(pattern: torch.Tensor, layout: GridLayout, variant: str = WITH_PROMPT) -> torch.Tensor:
+def attention_entropy(pattern: torch.Tensor, layout: GridLayout, reading: str = WITH_PROMPT) -> torch.Tensor:
     """Entropy in nats of each patch query's attention, −Σ_j A_ij log A_ij (0 log 0 = 0).
 
     ``pattern`` [B, H, N, N] → [B, H, G²]; average over (0, 2) for the value per head.
     """
-    return _entropy(_patch_rows(pattern, layout, variant))
+    return _entropy(_patch_rows(pattern, layout, reading))
+
+
+def cls_foreground_share(pattern: torch.Tensor, layout: GridLayout, foreground: torch.Tensor,
+                         reading: str = WITH_PROMPT) -> torch.Tensor:
+    """Claim C2: the share of the [CLS] query's attention that falls on foreground patches, [B, H].
+
+    ``foreground`` [B, G²] bool. The share is Σ_{j∈fg} A_0j of the row as ``reading`` reads it
+    (with_prompt: the whole row; without_prompt: renormalised over [CLS] + patches). A share of
+    the patch attention alone would not see the readings apart: renormalising a row rescales
+    every patch alike, so Σ_fg / Σ_patches is the same in both (``cls_foreground_of_patches``).
+    """
+    if foreground.shape != (pattern.shape[0], layout.grid ** 2):
+        raise LayoutError(f"foreground mask of shape {tuple(foreground.shape)}, expected "
+                          f"{(pattern.shape[0], layout.grid ** 2)} (one flag per patch per image)")
+    row = read_rows(pattern[:, :, layout.cls_index, :], layout, reading)[..., layout.patches]  # [B, H, G²]
+    return torch.einsum("bhq,bq->bh", row, foreground.to(row.device).float())
+
+
+def cls_foreground_of_patches(pattern: torch.Tensor, layout: GridLayout, foreground: torch.Tensor) -> torch.Tensor:
+    """[B, H]: Σ_{j∈fg} A_0j / Σ_{j∈patches} A_0j, the foreground share of the [CLS] query's patch
+    attention (the same in both readings)."""
+    patches = pattern[:, :, layout.cls_index, layout.patches].float()
+    return cls_foreground_share(pattern, layout, foreground) / patches.sum(-1).clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def _distance(rows: torch.Tensor, layout: GridLayout) -> torch.Tensor:
@@ -201,7 +232,7 @@ def _eos_mass(pattern: torch.Tensor, eos_index: torch.Tensor, membership: torch.
 
 
 def eos_attention_by_type(pattern: torch.Tensor, layout: TextLayout,
-                          groups: Sequence[str] = EOS_GROUPS) -> torch.Tensor:
+                          groups: Sequence[str] = TOKEN_TYPES) -> torch.Tensor:
     """[H, n_groups]: the [EOS] query's attention mass on each token type, averaged over the classes.
 
     ``pattern`` [C, H, N, N] holds one text sequence per class. With the causal mask the groups of
@@ -209,6 +240,24 @@ def eos_attention_by_type(pattern: torch.Tensor, layout: TextLayout,
     """
     layout.check(pattern)
     return _eos_mass(pattern, layout.eos_index, layout.membership(groups, pattern.device)).mean(dim=0)
+
+
+def block0_deviation(zeroshot: torch.Tensor, zeroshot_shared: torch.Tensor, prompted: torch.Tensor,
+                     lam: torch.Tensor, prompted_shared: torch.Tensor) -> float:
+    """Claim C1: the largest |A_prompted − λ · A_zero-shot| of block 0 over the tokens both models share.
+
+    ``zeroshot`` [B, H, Nz, Nz] and ``prompted`` [B, H, Np, Np] are block 0's patterns on the same
+    input, ``lam`` [B, H, Np] the prompted model's λ; the masks [Nz] and [Np] pick the shared
+    tokens, in the same order (vision: [CLS] + patches; text: [SOS], class name, '.', [EOS], where
+    the prompts replace the template words). The zero-shot rows are renormalised over the shared
+    keys (a no-op in vision, where they are all of its keys). 0 up to rounding if the rescaling of
+    block 0 is a pure proportion.
+    """
+    zs_shared, pr_shared = zeroshot_shared.to(zeroshot.device), prompted_shared.to(prompted.device)
+    zero = zeroshot[:, :, zs_shared][..., zs_shared].float()
+    zero = zero / zero.sum(-1, keepdim=True)
+    ours = prompted[:, :, pr_shared][..., pr_shared].float()
+    return (ours - lam[:, :, pr_shared, None].float() * zero).abs().max().item()
 
 
 class BackgroundSimilarity(NamedTuple):
@@ -257,7 +306,7 @@ def parse_hook_name(name: str) -> tuple[str, int, str] | None:
 
 
 class _RunningMeans:
-    """Per (tower, block, statistic, variant): a running per-head sum and the number of samples."""
+    """Per (tower, block, statistic, reading): a running per-head sum and the number of samples."""
 
     def __init__(self):
         self._sums: dict[tuple, torch.Tensor] = {}
@@ -273,25 +322,25 @@ class _RunningMeans:
             n = int(self._counts[key])
             for head, total in enumerate(self._sums[key].double().cpu().tolist()):
                 rows.append((*key[:2], head, *key[2:], total / n, n))
-        return pd.DataFrame(rows, columns=["tower", "block", "head", "statistic", "variant", "value", "n"])
+        return pd.DataFrame(rows, columns=["tower", "block", "head", "statistic", "reading", "value", "n"])
 
 
 class AttentionStatistics:
     """Recorder reducing ``attn.pattern`` hooks on the fly: per block and head,
-    vision → attention distance and entropy over patch queries (both variants);
+    vision → attention distance and entropy over patch queries (both readings);
     text → the [EOS] attention on each token type (statistic ``eos_to_{group}``).
 
     A tower without a layout is ignored. ``result()`` gives the means so far as a tidy table.
     """
 
     def __init__(self, vision: GridLayout | None = None, text: TextLayout | None = None,
-                 groups: Sequence[str] = EOS_GROUPS):
+                 groups: Sequence[str] = TOKEN_TYPES):
         self.vision, self.text, self.groups = vision, text, tuple(groups)
         self._membership = text.membership(self.groups) if text is not None else None
         self._means = _RunningMeans()
 
     @classmethod
-    def for_model(cls, model, groups: Sequence[str] = EOS_GROUPS) -> "AttentionStatistics":
+    def for_model(cls, model, groups: Sequence[str] = TOKEN_TYPES) -> "AttentionStatistics":
         return cls(GridLayout.from_token_layout(model.token_layout("vision")),
                    TextLayout.from_token_layout(model.token_layout("text")), groups)
 
@@ -304,11 +353,11 @@ class AttentionStatistics:
         tower, block, _ = parse_hook_name(name)
         if tower == "vision":
             n = value.shape[0] * self.vision.grid ** 2                 # (image, patch query) pairs
-            for variant in VARIANTS:
-                rows = _patch_rows(value, self.vision, variant)         # [B, H, G², N]
-                self._means.add((tower, block, "attention_distance", variant),
+            for reading in READINGS:
+                rows = _patch_rows(value, self.vision, reading)         # [B, H, G², N]
+                self._means.add((tower, block, "attention_distance", reading),
                                 _distance(rows, self.vision).sum((0, 2)), n)
-                self._means.add((tower, block, "attention_entropy", variant), _entropy(rows).sum((0, 2)), n)
+                self._means.add((tower, block, "attention_entropy", reading), _entropy(rows).sum((0, 2)), n)
         else:
             self.text.check(value)
             self._membership = self._membership.to(value.device)
@@ -325,8 +374,8 @@ class DecompositionStatistics:
     (``attn.lam``) and the mean L2 norms of the token part and the prompt part, over the queries
     that ``query_masks[tower]`` marks ([N], or [B, N] for a fixed batch such as the C class prompts).
 
-    ``for_model`` uses the queries of the study: vision [CLS] + patches; text every position up to
-    each prompt's [EOS]. Towers without a mask are ignored.
+    ``for_model`` uses the queries of the study, the original tokens only: vision [CLS] + patches;
+    text [SOS] .. [EOS] of each prompt without the prompt positions. Towers without a mask are ignored.
     """
 
     POINTS = {"attn.lam": "lambda", "attn.token_part": "token_part_norm", "attn.prompt_part": "prompt_part_norm"}
@@ -337,8 +386,9 @@ class DecompositionStatistics:
 
     @classmethod
     def for_model(cls, model) -> "DecompositionStatistics":
-        text = TextLayout.from_token_layout(model.token_layout("text"))
-        return cls({"vision": ~model.token_layout("vision").is_prompt.bool(), "text": text.query_mask()})
+        text = model.token_layout("text")
+        queries = TextLayout.from_token_layout(text).query_mask() & ~text.is_prompt.bool()
+        return cls({"vision": ~model.token_layout("vision").is_prompt.bool(), "text": queries})
 
     def wants(self, name: str) -> bool:
         parsed = parse_hook_name(name)

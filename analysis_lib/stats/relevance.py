@@ -38,7 +38,6 @@ def token_relevance(model: PromptedCLIP, images: torch.Tensor, labels: torch.Ten
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sample: vision relevance of every token for [CLS] [B, N_vision] and text relevance of
     every token of the true class's prompt for its [EOS] [B, N_text] (positions after EOS are 0)."""
-    n_text = len(model.text_tower.blocks)
     n_vision = len(model.vision_tower.blocks)
     vision_rows, text_rows = [], []
     for image, label in zip(images, labels.tolist()):
@@ -46,9 +45,7 @@ def token_relevance(model: PromptedCLIP, images: torch.Tensor, labels: torch.Ten
         with _text_inputs_track_grad(model), torch.enable_grad(), \
                 model.capture("*.attn.pattern", keep_graph=True) as cache:
             score = model(x)[0, label]
-        names = [f"vision.blocks.{i}.attn.pattern" for i in range(n_vision)] + \
-                [f"text.blocks.{i}.attn.pattern" for i in range(n_text)]
-        patterns = [cache[n] for n in names]
+        patterns = cache.blocks("vision", "attn.pattern") + cache.blocks("text", "attn.pattern")
         grads = torch.autograd.grad(score, patterns)
         R_vision = propagate(patterns[:n_vision], grads[:n_vision])
         R_text = propagate([p[label:label + 1] for p in patterns[n_vision:]],

@@ -65,7 +65,8 @@ class Run:
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """Which finished run the analysis notebooks explain, and over how many test images."""
+    """The analyses: ``n_images`` test images per run for every per-run table (``stats/per_run.py``);
+    dataset, variant_name and seed pick the one run the attention explorer shows."""
 
     dataset: str
     variant_name: str

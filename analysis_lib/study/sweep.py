@@ -318,7 +318,7 @@ def _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, re
             results[run.run_id] = execute_run(run, notebook, output_root, cwd, reuse_kernels)
             progress.update()
     elif todo:
-        with _client(workers, scheduler, gpus) as client:
+        with dask_client(workers, scheduler, gpus) as client:
             futures = {client.submit(execute_run, run, notebook, output_root, cwd, reuse_kernels, pure=False): run
                        for run in todo}
             for future in as_completed(futures):
@@ -367,7 +367,7 @@ def copy_shared_run(source: Run, source_result: RunResult, run: Run, output_root
 
 
 @contextmanager
-def _client(workers: int, scheduler: str | None, gpus: list[str] | None):
+def dask_client(workers: int, scheduler: str | None, gpus: list[str] | None):
     """A Dask client: to the cluster at ``scheduler``, or to a LocalCluster closed on exit."""
     from distributed import Client, LocalCluster
     if scheduler:
