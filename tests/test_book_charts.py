@@ -52,3 +52,13 @@ def test_image_grid_inlines_each_image_with_an_escaped_caption():
     page = charts.image_grid(images, size=48).data
     assert page.count("<figure") == 2 and page.count("data:image/jpeg;base64,") == 2
     assert "a &lt;b&gt; &amp; c" in page and "<b>" not in page
+
+
+def test_dataset_picker_filters_to_the_picked_dataset():
+    """The per-dataset view: a drop-down of the datasets, first one shown, the data filtered by it."""
+    data = pd.DataFrame({"dataset": ["A", "A", "B"], "x": [1, 2, 3]})
+    spec = charts.dataset_picker(alt.Chart(data).mark_point().encode(x="x:Q"), ["A", "B"]).to_dict()
+    [param] = spec["params"]
+    assert param["bind"] == {"input": "select", "options": ["A", "B"], "name": "dataset "}
+    assert param["value"] == "A"
+    assert spec["transform"] == [{"filter": f"(datum.dataset === {param['name']})"}]

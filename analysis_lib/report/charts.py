@@ -155,5 +155,6 @@ def distance_entropy_scatter(df: pd.DataFrame) -> alt.FacetChart:
 def dataset_picker(chart, datasets: Sequence[str]):
     """``chart`` (its data has a ``dataset`` column) showing one dataset at a time, chosen in a
     drop-down: the per-dataset view of a chapter, filtered in the browser."""
-    picked = _dropdown("dataset", [str(d) for d in datasets], "dataset ")
+    options = [str(d) for d in datasets]
+    picked = alt.param(name="dataset", value=options[0], bind=alt.binding_select(options=options, name="dataset "))
     return chart.add_params(picked).transform_filter(alt.datum.dataset == picked)
