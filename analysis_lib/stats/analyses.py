@@ -325,13 +325,26 @@ def variant_comparison(results: pd.DataFrame) -> pd.DataFrame:
     return results[columns].rename(columns={"base_mean": "base", "novel_mean": "novel"}).round(2)
 
 
+def mean_std(mean: float, std: float, digits: int = 2) -> str:
+    """One "mean ± std" cell (the mean alone where there is no spread, e.g. a single seed)."""
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def over_seeds(frame: pd.DataFrame, by: list[str], values: list[str], digits: int = 2) -> pd.DataFrame:
+    """Each ``by`` group's mean ± std over seeds, as "mean ± std" cells: a chapter's summary numbers
+    with their spread. Each seed's mean comes first (over datasets, blocks, heads... within the
+    group), so the std is the seed-to-seed spread of the number shown."""
+    per_seed = frame.groupby([*by, "seed"], sort=False)[values].mean()
+    agg = per_seed.groupby(level=list(range(len(by))), sort=False).agg(["mean", "std"])
+    return pd.DataFrame({v: [mean_std(m, s, digits) for m, s in zip(agg[(v, "mean")], agg[(v, "std")])]
+                         for v in values}, index=agg.index)
+
+
 def formatted_results(results: pd.DataFrame) -> pd.DataFrame:
     """The results table with "mean ± std" cells (std over seeds; blank for a single seed)."""
-    def cell(mean, std):
-        return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
     return pd.DataFrame({
         "dataset": results.dataset, "variant": results.variant_name, "seeds": results.n_seeds,
-        "base": [cell(m, s) for m, s in zip(results.base_mean, results.base_std)],
-        "novel": [cell(m, s) for m, s in zip(results.novel_mean, results.novel_std)],
-        "HM": [cell(m, s) for m, s in zip(results.hm, results.hm_std)],
+        "base": [mean_std(m, s) for m, s in zip(results.base_mean, results.base_std)],
+        "novel": [mean_std(m, s) for m, s in zip(results.novel_mean, results.novel_std)],
+        "HM": [mean_std(m, s) for m, s in zip(results.hm, results.hm_std)],
         "learned parameters": results.n_trainable})
