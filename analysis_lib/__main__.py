@@ -12,7 +12,8 @@ import logging
 import os
 import sys
 
-from .study import aggregate, sweep
+from .study import aggregate, execution, sweep
+from .study.run_record import METRICS_FILE, is_complete, run_folder
 from .study.experiment import Experiment, check_runnable, load_experiment
 from .checks import ConfigError
 
@@ -74,20 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run:
         for r in runs:
-            state = "complete" if sweep.is_complete(sweep.run_folder(experiment.output_root, r), r.config_hash) \
-                else "to run"
+            state = "complete" if is_complete(run_folder(experiment.output_root, r), r.config_hash) else "to run"
             print(f"{r.run_id:<40} {state:<9} {r.config_hash[:12]}")
         print(f"{len(runs)} runs, notebook {experiment.notebook}, output {experiment.output_root}")
         if weights_problem:
             print(f"warning: the sweep itself would stop here: {weights_problem}")
-        return _projected_cost([r for r in runs if not sweep.is_complete(
-            sweep.run_folder(experiment.output_root, r), r.config_hash)])
-    gpus = [] if args.scheduler or experiment.device == "cpu" or args.workers == 0 else sweep.visible_gpus()
+        return _projected_cost([r for r in runs if not is_complete(run_folder(experiment.output_root, r), r.config_hash)])
+    gpus = [] if args.scheduler or experiment.device == "cpu" or args.workers == 0 else execution.visible_gpus()
     workers = args.workers if args.workers is not None else max(1, len(gpus))
     try:
         results = sweep.run_sweep(runs, experiment.notebook, experiment.output_root, workers=workers,
                                   scheduler=args.scheduler, gpus=gpus, reuse_kernels=experiment.reuse_kernels)
-    except sweep.SweepBusyError as err:
+    except execution.SweepBusyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(sweep.summary_table(results))
@@ -112,9 +111,8 @@ def _projected_cost(runs) -> int:
 def _aggregate(experiment: Experiment) -> int:
     """Results table of the runs that are complete for the experiment's current configuration."""
     runs = experiment.runs()
-    folders = [sweep.run_folder(experiment.output_root, r) for r in runs]
-    done = [folder / sweep.METRICS_FILE for folder, r in zip(folders, runs)
-            if sweep.is_complete(folder, r.config_hash)]
+    folders = [run_folder(experiment.output_root, r) for r in runs]
+    done = [folder / METRICS_FILE for folder, r in zip(folders, runs) if is_complete(folder, r.config_hash)]
     if not done:
         print(f"error: no finished runs under {experiment.output_root}", file=sys.stderr)
         return 2

@@ -57,6 +57,17 @@ def unknown_name_error(where: str, what: str, name, valid) -> ConfigError:
     return ConfigError(f"{where}: unknown {what} {name!r}{guess}; valid: {', '.join(valid)}")
 
 
+def check_device(where: str, device: str) -> None:
+    """``device`` is "auto" or a string torch reads as a device."""
+    if device == "auto":
+        return
+    import torch  # here only: the sweep's modules check settings without loading torch
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"{where} {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+
+
 def check_folder(where: str, path) -> Path:
     """``path`` as a folder that exists or can be made; a ConfigError if it, or a folder above
     it, is a file."""

@@ -45,13 +45,13 @@ def test_tables_hold_the_three_panels_of_every_block_and_head(run, tables):
 
 
 def test_tables_are_saved_next_to_the_run_and_read_back(tables, tmp_path):
-    folder = explorer_data.save_tables(tables, tmp_path / "explorer")
-    back = explorer_data.load_tables(folder)
+    folder = explorer_data.write_explorer_tables(tables, tmp_path / "explorer")
+    back = explorer_data.read_explorer_tables(folder)
     assert set(back) == set(tables)
     np.testing.assert_array_equal(back["cls_attention"], tables["cls_attention"])
     pd.testing.assert_frame_equal(back["eos_attention"], tables["eos_attention"], check_dtype=False, rtol=1e-6)
     with pytest.raises(FileNotFoundError, match="no explorer tables"):
-        explorer_data.load_tables(tmp_path)
+        explorer_data.read_explorer_tables(tmp_path)
 
 
 def _array(packed: dict, key: str, shape) -> np.ndarray:

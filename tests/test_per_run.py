@@ -12,7 +12,7 @@ from analysis_lib.stats import per_run
 from analysis_lib.stats.claims import AVERAGE, CLAIMS, experiment_claims
 from analysis_lib.study.experiment import load_experiment
 from analysis_lib.study.one_run import RunSettings, run_training
-from analysis_lib.study.sweep import METRICS_FILE, run_folder
+from analysis_lib.study.run_record import METRICS_FILE, run_folder
 from analysis_lib.study.train_config import TrainConfig
 
 pytestmark = pytest.mark.slow

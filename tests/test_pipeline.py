@@ -51,7 +51,7 @@ def pipeline(data_root, tmp_path_factory):
         "variants": {"zeroshot": {"variant": "zeroshot"},
                      "ivlp": {"variant": "ivlp", "text_depth": 2, "vision_depth": 2},
                      "bias_both": {"variant": "bias", "bias_text_depth": 2, "bias_vision_depth": 2}},
-        "analysis": {"dataset": "OxfordPets", "variant_name": "ivlp", "seed": 1, "n_images": 6}}))
+        "analysis": {"variant_name": "ivlp", "seed": 1, "n_images": 6}}))
     copy = working_copy(root / "repo")
     env = {**os.environ, "PYTHONPATH": str(copy)}
     # -o .venv/.done: the environment exists; a test never reinstalls it

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from analysis_lib.stats.causal import ablation_accuracy
-from analysis_lib.study.experiment import METRICS_FILE
+from analysis_lib.study.run_record import METRICS_FILE
 from analysis_lib.study.one_run import RunSettings, run_training
 from analysis_lib.study.run_folder import RunFolderError, load_run
 from analysis_lib.checks import ConfigError
@@ -135,7 +135,7 @@ def test_read_only_data_root_works_end_to_end(copy_dataset, tmp_path_factory):
 ])
 def test_damaged_metrics_file_is_named(tmp_path, damage, problem):
     from analysis_lib.study.aggregate import load_metrics
-    from analysis_lib.study.sweep import is_complete
+    from analysis_lib.study.run_record import is_complete
     path = tmp_path / "metrics.json"
     damage(path)
     for read in (lambda: load_metrics([path]), lambda: load_run(tmp_path)):

@@ -21,9 +21,11 @@ from safetensors.torch import load_file
 
 from analysis_lib.study import experiment as experiment_module
 from analysis_lib.__main__ import main
-from analysis_lib.study.aggregate import AVERAGE, harmonic_mean, load_metrics, results_table, write_results
+from analysis_lib.study.aggregate import AVERAGE, load_metrics, results_table, write_results
+from analysis_lib.study.execution import OneGPUPerWorker
+from analysis_lib.study.run_record import METRICS_FILE, harmonic_mean, is_complete
 from analysis_lib.study.experiment import ExperimentError, config_hash, hashed_config, load_experiment
-from analysis_lib.study.sweep import METRICS_FILE, OneGPUPerWorker, is_complete, run_sweep, select_runs
+from analysis_lib.study.sweep import run_sweep, select_runs
 from analysis_lib.checks import ConfigError
 from analysis_lib.study.train_config import TrainConfig
 
@@ -136,7 +138,7 @@ def test_paper_and_demo_experiments(tmp_path, monkeypatch):
     assert len(runs) == 11 * 7 * 3 and len({r.run_id for r in runs}) == len(runs)
     assert paper.train == TrainConfig()  # the file writes PromptSRC's protocol out: the defaults
     assert (paper.model, paper.pretrained) == ("ViT-B-16-quickgelu", "openai")
-    assert paper.analysis.dataset == "OxfordPets"  # `make study` analyses a run with foreground masks
+    assert paper.analysis.variant_name == "ivlp"  # the chapters analyse the paper's IVLP runs
     ivlp = next(r for r in runs if r.variant_name == "ivlp").params["variant_params"]
     assert {k: ivlp[k] for k in ("text_n_ctx", "text_depth", "vision_n_ctx", "vision_depth")} == \
         {"text_n_ctx": 4, "text_depth": 9, "vision_n_ctx": 4, "vision_depth": 9}
@@ -217,6 +219,9 @@ def test_missing_key_and_variant_checks(project):
     bad = write_experiment(project, variants={"b": {"variant": "bias", "text_n_ctx": 4}})
     with pytest.raises(ExperimentError, match="variants.b: variant 'bias' does not take text_n_ctx"):
         load_experiment(bad, KNOWN)
+    stale = write_experiment(project, analysis={"dataset": "Toy"})  # the setting a file may still carry
+    with pytest.raises(ExperimentError, match="analysis: unknown key 'dataset'"):
+        load_experiment(stale, KNOWN)
 
 
 def test_train_config_checks_values_directly():
@@ -429,11 +434,14 @@ def test_analysis_section_defaults_and_checks(project):
     path = write_experiment(project, analysis={"n_images": 8})
     analysis = load_experiment(path, KNOWN).analysis
     experiment = load_experiment(path, KNOWN)
-    assert analysis.n_images == 8 and analysis.dataset == experiment.datasets[0]
+    assert analysis.n_images == 8
     assert analysis.seed == experiment.seeds[0] and analysis.variant_name in experiment.variants
     bad = write_experiment(project, analysis={"variant_name": "nope"})
     with pytest.raises(ExperimentError, match="analysis.variant_name: unknown variant_name 'nope'"):
         load_experiment(bad, KNOWN)
+    stale = write_experiment(project, analysis={"dataset": "Toy"})  # the setting a file may still carry
+    with pytest.raises(ExperimentError, match="analysis: unknown key 'dataset'"):
+        load_experiment(stale, KNOWN)
 
 
 # --- reused kernels -----------------------------------------------------------------------------

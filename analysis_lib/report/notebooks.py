@@ -27,7 +27,7 @@ from ..stats import per_run
 from ..stats.claims import experiment_claims
 from .chapter import CLAIMS_TABLE
 from ..study.experiment import Experiment
-from ..study.sweep import first_line, run_notebook
+from ..study.execution import first_line, run_notebook
 
 log = logging.getLogger(__name__)
 

@@ -271,7 +271,7 @@ def masked_batches(run: LoadedRun, grid: int, limit: int | None):
 
 
 @torch.no_grad()
-def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int | None = 64) -> pd.DataFrame:
+def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int | None) -> pd.DataFrame:
     """Per block and head: mean cosine similarity of the vision prompts' keys and values to the
     foreground patches' and to the background patches'."""
     layout = GridLayout.from_token_layout(model.token_layout("vision"))
@@ -295,7 +295,7 @@ def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int | None
 
 # ------------------------------------------------------------------ 6. [CLS] on the foreground
 @torch.no_grad()
-def foreground_share(run: LoadedRun, model: PromptedCLIP, limit: int | None = 64) -> pd.DataFrame:
+def foreground_share(run: LoadedRun, model: PromptedCLIP, limit: int | None) -> pd.DataFrame:
     """Claim C2, per image, block and head: the share of the [CLS] query's attention on foreground
     patches (``cls_foreground_share``) for the series CLIP, W/O Prompt and W Prompt."""
     models = {"CLIP": zeroshot_twin(model), "prompted": model}

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..model.attention import Ablation
 from ..study.run_folder import LoadedRun
-from ..study.aggregate import harmonic_mean
+from ..study.run_record import harmonic_mean
 from ..study.trainer import evaluate
 
 ALL_BLOCKS, BELOW_DEPTH = "all blocks", "below prompt depth"

@@ -40,7 +40,8 @@ GROUPS = ("base", "novel")
 
 def explorer_tables(run: LoadedRun, n_images: int = 8) -> dict[str, np.ndarray | pd.DataFrame]:
     """The explorer's tables for ``n_images`` test images of ``run`` (half base, half novel, one
-    class after another), for the registry of per-run analyses. Keys and shapes (I images,
+    class after another), written next to the run (`write_explorer_tables`) and into the book's
+    explorer page (`report/explorer_page.py`). Keys and shapes (I images,
     L blocks, H heads, G² patches, S the model's input size):
 
     - ``images`` DataFrame: image, path, classname, group (base / novel), label (within group);
@@ -167,7 +168,7 @@ def token_label(model: PromptedCLIP, token_type: str, position: int, token_id: i
 
 
 # ------------------------------------------------------------------ stored next to the run
-def save_tables(tables: dict[str, np.ndarray | pd.DataFrame], folder: str | Path) -> Path:
+def write_explorer_tables(tables: dict[str, np.ndarray | pd.DataFrame], folder: str | Path) -> Path:
     """Write the tables into ``folder``: arrays in ``arrays.npz``, each DataFrame as ``<name>.csv``
     (every file atomically)."""
     folder = Path(folder)
@@ -182,12 +183,12 @@ def save_tables(tables: dict[str, np.ndarray | pd.DataFrame], folder: str | Path
     return folder
 
 
-def load_tables(folder: str | Path) -> dict[str, np.ndarray | pd.DataFrame]:
-    """The tables `save_tables` wrote."""
+def read_explorer_tables(folder: str | Path) -> dict[str, np.ndarray | pd.DataFrame]:
+    """The tables `write_explorer_tables` wrote."""
     folder = Path(folder)
     if not (folder / "tables.json").is_file():
         raise FileNotFoundError(f"{folder} holds no explorer tables (tables.json missing); "
-                                "write them with explorer_data.save_tables")
+                                "write them with explorer_data.write_explorer_tables")
     with np.load(folder / "arrays.npz") as arrays:
         tables = {k: arrays[k] for k in arrays.files}
     for name in json.loads((folder / "tables.json").read_text()):

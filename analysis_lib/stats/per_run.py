@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 
 from .. import data
 from ..files import write_text_atomic
-from ..study.experiment import Experiment, Run
+from ..study.experiment import AnalysisConfig, Experiment, Run
 from ..study.run_folder import LoadedRun, load_run
-from ..study.sweep import METRICS_FILE, dask_client, first_line, is_complete, output_lock, run_folder
+from ..study.execution import dask_client, first_line, output_lock
+from ..study.run_record import METRICS_FILE, is_complete, run_folder
 from . import analyses
 from .causal import ablation_accuracy
 
@@ -175,7 +176,7 @@ def stage_plan(experiment: Experiment) -> list[tuple[Run, Path, list[str]]]:
 
 
 def n_images_of(experiment: Experiment) -> int:
-    return experiment.analysis.n_images if experiment.analysis else 64
+    return (experiment.analysis or AnalysisConfig).n_images
 
 
 def run_stage(experiment: Experiment, workers: int = 1, scheduler: str | None = None,

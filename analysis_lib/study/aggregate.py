@@ -12,24 +12,16 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..files import read_json, write_text_atomic
+from .run_record import harmonic_mean
 
 log = logging.getLogger(__name__)
 
 AVERAGE = "Average"
 RESULTS_NAME = "results"  # results.csv and results.json
 _KEYS = ("dataset", "variant_name", "seed", "base_acc", "novel_acc", "n_trainable")
-
-
-def harmonic_mean(base, novel):
-    """2·base·novel / (base + novel), 0 where both are 0; numbers or arrays alike."""
-    base, novel = np.asarray(base, dtype=float), np.asarray(novel, dtype=float)
-    total = base + novel
-    hm = np.divide(2 * base * novel, total, out=np.zeros_like(total), where=total != 0)
-    return hm.item() if hm.ndim == 0 else hm
 
 
 def load_metrics(paths: Iterable[str | Path]) -> list[dict]:

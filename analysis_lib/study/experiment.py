@@ -15,18 +15,16 @@ import hashlib
 import json
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from ..checks import ConfigError, check_folder, check_type, unknown_name_error
+from ..checks import ConfigError, check_device, check_folder, check_type, unknown_name_error
 from .train_config import TrainConfig
 from ..model.variants import VARIANTS, VariantConfig, VariantError, check_depths, variant_config
 
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
-# What a run writes last into its folder; with the run's config hash inside, the folder is complete.
-METRICS_FILE = "metrics.json"
 DEFAULT_SEEDS = (1, 2, 3)
 REQUIRED_KEYS = ("datasets", "variants", "model", "data_root")
 OPTIONAL_KEYS = ("seeds", "train", "output_root", "notebook", "device", "analysis", "reuse_kernels",
@@ -65,10 +63,10 @@ class Run:
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """The analyses: ``n_images`` test images per run for every per-run table (``stats/per_run.py``);
-    dataset, variant_name and seed pick the one run the attention explorer shows."""
+    """The analyses: ``variant_name`` is the analysed variant, the runs every chapter and the
+    attention explorer show (``seed``: the explorer's run of each dataset); ``n_images`` test
+    images per run for every per-run table (``stats/per_run.py``)."""
 
-    dataset: str
     variant_name: str
     seed: int
     n_images: int = 64
@@ -100,11 +98,11 @@ class Experiment:
         spec = dict(self.variants[variant_name])
         kind = spec.pop("variant")
         overrides = {key: spec.pop(key) for key in list(spec) if key in TrainConfig.keys()}
-        train = TrainConfig.from_dict({**asdict(self.train), **overrides})
+        train = TrainConfig.from_dict({**self.train.to_parameters(), **overrides})
         params = {"dataset": dataset, "variant": kind, "variant_params": spec, "seed": seed,
                   "model": self.model, "pretrained": self.pretrained, "data_root": self.data_root,
                   "cache_dir": self.cache_dir or f"{self.output_root}/split_fewshot",
-                  "device": self.device, **asdict(train)}
+                  "device": self.device, **train.to_parameters()}
         return Run(run_id=f"{dataset}/{variant_name}/seed{seed}", dataset=dataset,
                    variant_name=variant_name, seed=seed, params=params,
                    config_hash=config_hash(params))
@@ -130,7 +128,6 @@ def check_runnable(experiment: Experiment, require_weights: bool = True) -> str 
     weights) missing weights are returned as a message instead of raised."""
     import open_clip
     from ..model.backbone import check_backbone, resolve_weights
-    from .one_run import check_device
     try:
         check_device("device", experiment.device)
         check_backbone(experiment.model, experiment.pretrained)
@@ -220,25 +217,25 @@ def _parse(path: Path, raw, known_datasets: Collection[str], data_root_override,
                       model=model, pretrained=pretrained, data_root=data_root,
                       output_root=output_root, cache_dir=cache_dir,
                       notebook=notebook, device=check_type("device", raw.get("device", "auto"), str),
-                      analysis=_analysis(raw.get("analysis"), datasets, variants, seeds),
+                      analysis=_analysis(raw.get("analysis"), variants, seeds),
                       reuse_kernels=check_type("reuse_kernels", raw.get("reuse_kernels", False), bool))
 
 
-def _analysis(value, datasets, variants, seeds) -> AnalysisConfig | None:
-    """The optional ``analysis`` section; its dataset, variant and seed must be among the runs."""
+def _analysis(value, variants, seeds) -> AnalysisConfig | None:
+    """The optional ``analysis`` section; its variant and seed must be among the runs."""
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ConfigError(f"analysis must be a mapping {{dataset, variant_name, seed, n_images}}, got {value!r}")
+        raise ConfigError(f"analysis must be a mapping {{variant_name, seed, n_images}}, got {value!r}")
     keys = tuple(AnalysisConfig.__dataclass_fields__)
     for key in value:
         if key not in keys:
             raise unknown_name_error("analysis", "key", key, keys)
-    hints = {"dataset": str, "variant_name": str, "seed": int, "n_images": int}
-    defaults = {"dataset": datasets[0], "seed": seeds[0], "n_images": 64,
+    hints = {"variant_name": str, "seed": int, "n_images": int}
+    defaults = {"seed": seeds[0], "n_images": AnalysisConfig.n_images,
                 "variant_name": "ivlp" if "ivlp" in variants else next(iter(variants))}
     config = AnalysisConfig(**{k: check_type(f"analysis.{k}", value.get(k, defaults[k]), hints[k]) for k in keys})
-    for key, allowed in (("dataset", datasets), ("variant_name", variants), ("seed", seeds)):
+    for key, allowed in (("variant_name", variants), ("seed", seeds)):
         if getattr(config, key) not in allowed:
             raise unknown_name_error(f"analysis.{key}", key, getattr(config, key), allowed)
     return config

@@ -12,7 +12,7 @@ import platform
 import time
 import typing
 from collections.abc import Collection
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -22,18 +22,13 @@ from ..model.backbone import load_backbone
 from ..files import write_text_atomic
 from ..data.transforms import ItemDataset, eval_transform, train_transform
 from ..model.prompted import build_model
-from .aggregate import harmonic_mean
-from .experiment import METRICS_FILE
-from ..checks import ConfigError, check_folder, check_type, unknown_name_error
+from .run_record import LOSS_FILE, METRICS_FILE, PARAMS_FILE, harmonic_mean
+from ..checks import ConfigError, check_device, check_folder, check_type, unknown_name_error
 from .loading import eval_loader, train_loader
 from .train_config import TrainConfig
 from .trainer import evaluate, set_seed, torch_threads, train
 
 log = logging.getLogger(__name__)
-
-PARAMS_FILE = "trainable.safetensors"
-LOSS_FILE = "loss.csv"
-
 
 @dataclass
 class RunSettings:
@@ -78,22 +73,12 @@ class RunSettings:
                 raise unknown_name_error("notebook parameters", "parameter", unknown[0], cls.parameter_names())
         own = {f.name for f in fields(cls)} - {"train"}
         return cls(**{k: namespace[k] for k in own if k in namespace},
-                   train=TrainConfig(**{k: namespace[k] for k in TrainConfig.keys() if k in namespace}))
+                   train=TrainConfig.from_parameters(namespace))
 
     def to_dict(self) -> dict:
         """Flat, like the notebook's parameters."""
-        flat = asdict(self)
-        return {**flat, **flat.pop("train")}
-
-
-def check_device(where: str, device: str) -> None:
-    """``device`` is "auto" or a string torch reads as a device."""
-    if device == "auto":
-        return
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"{where} {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "train"}
+        return {**own, **self.train.to_parameters()}
 
 
 def resolve_device(device: str) -> torch.device:
@@ -143,9 +128,7 @@ def _run_training(settings: RunSettings) -> dict:
     if model.n_trainable:
         transform = train_transform(backbone.image_size, backbone.mean, backbone.std, cfg.crop_scale)
         loader = train_loader(ItemDataset(base.train, transform, settings.dataset), cfg, settings.seed, device)
-        losses = train(model, loader, lr=cfg.lr, epochs=cfg.epochs, momentum=cfg.momentum,
-                       weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs,
-                       warmup_lr=cfg.warmup_lr, precision=cfg.precision, progress=settings.progress)
+        losses = train(model, loader, cfg, settings.progress)
         model.save_trainable(out / PARAMS_FILE)
 
     def test_loader(items):

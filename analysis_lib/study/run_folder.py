@@ -14,7 +14,8 @@ from ..files import read_json
 from ..model.backbone import Backbone, load_backbone
 from ..data.transforms import ItemDataset, eval_transform
 from ..model.prompted import PromptedCLIP, build_model
-from .one_run import METRICS_FILE, PARAMS_FILE, RunSettings, fewshot_cache, resolve_device
+from .one_run import RunSettings, fewshot_cache, resolve_device
+from .run_record import METRICS_FILE, PARAMS_FILE
 from .trainer import set_seed
 
 

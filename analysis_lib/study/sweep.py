@@ -21,8 +21,6 @@ starts); a cluster the user brings (e.g. dask-jobqueue on SLURM) keeps its own a
 """
 from __future__ import annotations
 
-import atexit
-import fcntl
 import fnmatch
 import json
 import logging
@@ -32,102 +30,19 @@ import statistics
 import time
 import uuid
 from collections.abc import Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
-import papermill
-from distributed import WorkerPlugin, as_completed
-from jupyter_client import AsyncKernelManager
-from jupyter_client.kernelspec import KernelSpec
-from jupyter_core.utils import run_sync
+from distributed import as_completed
 from tqdm.auto import tqdm
 
-from .experiment import METRICS_FILE, Run, hashed_config
+from .execution import dask_client, first_line, output_lock, run_notebook
+from .experiment import Run, hashed_config
+from .run_record import METRICS_FILE, is_complete, run_folder
 from ..files import FileContentError, read_json, write_text_atomic
 
 log = logging.getLogger(__name__)
-
-KERNEL_NAME = "python3"
-
-
-class ThisInterpreterKernelManager(AsyncKernelManager):
-    """Starts every notebook kernel as ipykernel on the interpreter running the sweep.
-
-    Jupyter resolves the name "python3" through kernelspec folders, where a user-wide spec left by
-    `ipykernel install --user` in another environment would run the notebook with other packages;
-    this manager skips the lookup, so a fresh venv works without registering any kernel. The
-    kernel process logs errors only (its start-up warnings would repeat for every run; the
-    notebook's own output and warnings still go into the executed notebook).
-    """
-
-    @property
-    def kernel_spec(self) -> KernelSpec:
-        from ipykernel.kernelspec import RESOURCES, get_kernel_dict
-        spec = get_kernel_dict(extra_arguments=["--IPKernelApp.log_level=ERROR"])
-        return KernelSpec(resource_dir=RESOURCES, name=KERNEL_NAME, **spec)
-
-
-def run_notebook(template: str | Path, executed: str | Path, parameters: dict, cwd: str | Path,
-                 reuse_kernel: bool = False) -> None:
-    """Execute ``template`` with ``parameters`` into ``executed``, the kernel on this interpreter
-    (a new one, or with ``reuse_kernel`` this process's warm one, its namespace cleared)."""
-    km = warm_kernel(cwd) if reuse_kernel else None
-    try:
-        papermill.execute_notebook(str(template), str(executed), parameters=parameters, kernel_name=KERNEL_NAME,
-                                   kernel_manager_class=ThisInterpreterKernelManager, progress_bar=False,
-                                   cwd=str(cwd), start_timeout=120, **({"km": km} if km else {}))
-    finally:
-        if km:
-            km.close_clients()
-
-
-class WarmKernelManager(ThisInterpreterKernelManager):
-    """A kernel that outlives the notebooks it runs. nbclient leaves the channels of a kernel it
-    does not own open, so this manager remembers the clients it hands out and closes them."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.open_clients = []
-
-    def client(self, **kwargs):
-        client = super().client(**kwargs)
-        self.open_clients.append(client)
-        return client
-
-    def close_clients(self) -> None:
-        while self.open_clients:
-            self.open_clients.pop().stop_channels()
-
-
-_WARM_KERNELS: dict[str, WarmKernelManager] = {}  # this process's kernel per directory
-
-
-def warm_kernel(cwd: str | Path) -> WarmKernelManager:
-    """This process's kernel for notebooks run in ``cwd``, started if missing or dead, namespace cleared."""
-    key = str(Path(cwd).absolute())
-    km = _WARM_KERNELS.get(key)
-    if km is None or not run_sync(km.is_alive)():
-        km = WarmKernelManager(kernel_name=KERNEL_NAME)
-        run_sync(km.start_kernel)(cwd=key)
-        _WARM_KERNELS[key] = km
-    client = km.client()
-    client.start_channels()
-    try:
-        run_sync(client.wait_for_ready)(timeout=120)
-        run_sync(client.execute_interactive)("%reset -f", store_history=False, allow_stdin=False)
-    finally:
-        km.close_clients()
-    return km
-
-
-@atexit.register
-def _stop_warm_kernels() -> None:
-    for km in _WARM_KERNELS.values():
-        run_sync(km.shutdown_kernel)(now=True)
-    _WARM_KERNELS.clear()
-
 
 @dataclass
 class RunResult:
@@ -137,23 +52,6 @@ class RunResult:
     error: str = ""  # first line of the error, for failed runs
     folder: str = ""  # the run folder, or the .failed folder to look into
     timing: dict = field(default_factory=dict)  # papermill's view of the run, see notebook_timing
-
-
-def run_folder(output_root: Path, run: Run) -> Path:
-    return Path(output_root) / run.run_id
-
-
-def is_complete(folder: Path, config_hash: str) -> bool:
-    """Whether ``folder`` holds a finished run of exactly this configuration."""
-    path = Path(folder) / METRICS_FILE
-    if not path.exists():
-        return False
-    try:
-        metrics = read_json(path, "the run will be run again")
-    except FileContentError as err:
-        log.warning("%s", err)
-        return False
-    return isinstance(metrics, dict) and metrics.get("config_hash") == config_hash
 
 
 def select_runs(runs: list[Run], patterns: Iterable[str] | None) -> list[Run]:
@@ -196,15 +94,6 @@ def execute_run(run: Run, notebook: str | Path, output_root: str | Path, cwd: st
     return RunResult(run.run_id, "done", total, folder=str(final), timing=timing)
 
 
-def first_line(err: BaseException) -> str:
-    """A one-line description of ``err`` (papermill's errors name the cell's exception)."""
-    if isinstance(err, papermill.PapermillExecutionError):
-        text = f"{err.ename}: {err.evalue} (cell {err.cell_index})"
-    else:
-        text = f"{type(err).__name__}: {err}"
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
-
-
 def notebook_timing(nb, total_s: float) -> dict:
     """Where a run's time went: papermill records each cell's duration; the rest of the wall
     time is kernel start-up, shutdown and notebook I/O (papermill's own overhead)."""
@@ -244,27 +133,6 @@ def _publish(tmp: Path, final: Path) -> None:
     shutil.rmtree(final.with_name(f"{final.name}.failed"), ignore_errors=True)
 
 
-class OneGPUPerWorker(WorkerPlugin):
-    """Dask worker plugin: worker k sees only GPU gpus[k % len(gpus)]; the notebook kernels it
-    starts inherit the setting. For LocalCluster workers, whose names are 0, 1, 2, ..."""
-
-    name = "one-gpu-per-worker"
-
-    def __init__(self, gpus: list[str]):
-        self.gpus = gpus
-
-    def setup(self, worker) -> None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = self.gpus[int(worker.name) % len(self.gpus)]
-
-
-def visible_gpus() -> list[str]:
-    """The GPU ids this process may use (its CUDA_VISIBLE_DEVICES entries, or 0..n-1)."""
-    import torch  # only here: importing torch costs seconds and the sweep needs it for nothing else
-    count = torch.cuda.device_count()
-    listed = [gpu.strip() for gpu in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if gpu.strip()]
-    return listed[:count] if listed else [str(i) for i in range(count)]
-
-
 def run_sweep(runs: list[Run], notebook: str, output_root: str, workers: int = 1,
               scheduler: str | None = None, gpus: list[str] | None = None,
               reuse_kernels: bool = False) -> list[RunResult]:
@@ -278,30 +146,6 @@ def run_sweep(runs: list[Run], notebook: str, output_root: str, workers: int = 1
     cwd = Path.cwd()
     with output_lock(cwd / output_root):
         return _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, reuse_kernels)
-
-
-class SweepBusyError(RuntimeError):
-    """Another sweep is writing into the same output folder."""
-
-
-@contextmanager
-def output_lock(output_root: Path):
-    """Hold ``<output_root>/.sweep.lock`` (an flock, released even if this process is killed), so
-    that two sweeps never execute and publish the same runs at once."""
-    output_root.mkdir(parents=True, exist_ok=True)
-    path = output_root / ".sweep.lock"
-    with open(path, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            raise SweepBusyError(f"another sweep ({holder}) is writing into {output_root}; wait for it to "
-                                 "finish, or give this experiment another output_root") from None
-        lock.truncate(0)
-        lock.write(f"pid {os.getpid()}")
-        lock.flush()
-        yield
 
 
 def _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, reuse_kernels) -> list[RunResult]:
@@ -364,22 +208,6 @@ def copy_shared_run(source: Run, source_result: RunResult, run: Run, output_root
     write_text_atomic(tmp / METRICS_FILE, json.dumps(metrics, indent=2))
     _publish(tmp, final)
     return RunResult(run.run_id, "shared", folder=str(final))
-
-
-@contextmanager
-def dask_client(workers: int, scheduler: str | None, gpus: list[str] | None):
-    """A Dask client: to the cluster at ``scheduler``, or to a LocalCluster closed on exit."""
-    from distributed import Client, LocalCluster
-    if scheduler:
-        with Client(scheduler) as client:
-            yield client
-        return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster, \
-            Client(cluster) as client:
-        log.info("Dask dashboard: %s", client.dashboard_link)
-        if gpus:
-            client.register_plugin(OneGPUPerWorker(gpus))
-        yield client
 
 
 def summary_table(results: list[RunResult]) -> str:

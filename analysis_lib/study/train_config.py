@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 from ..checks import ConfigError, check_type, unknown_name_error
 from ..data.readers import IMAGENET_ORDERS
@@ -61,6 +61,17 @@ class TrainConfig:
     @classmethod
     def keys(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+    def to_parameters(self) -> dict:
+        """The settings as the train notebook's flat parameters (one per key); ``from_parameters``
+        reads them back."""
+        return asdict(self)
+
+    @classmethod
+    def from_parameters(cls, namespace: Mapping) -> TrainConfig:
+        """The settings among a notebook's parameters (``namespace``: its globals); other names are
+        not this class's business, missing keys take their defaults."""
+        return cls(**{key: namespace[key] for key in cls.keys() if key in namespace})
 
     @classmethod
     def from_dict(cls, values: Mapping, where: str = "train") -> TrainConfig:

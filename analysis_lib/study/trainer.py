@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..model.prompted import PromptedCLIP
+from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,15 @@ def autocast_for(device: torch.device, precision: str):
     return torch.autocast("cuda", dtype=dtype)
 
 
-def train(model: PromptedCLIP, loader: DataLoader, *, lr: float, epochs: int, momentum: float,
-          weight_decay: float, warmup_epochs: int, warmup_lr: float, precision: str = "auto",
-          progress: bool = True) -> list[float]:
-    """Train the learned parameters of ``model``; returns the loss of every step."""
+def train(model: PromptedCLIP, loader: DataLoader, cfg: TrainConfig, progress: bool = True) -> list[float]:
+    """Train the learned parameters of ``model`` with ``cfg``'s optimiser, schedule and precision;
+    returns the loss of every step."""
+    lr, epochs, precision = cfg.lr, cfg.epochs, cfg.precision
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"variant {model.config.variant!r} has nothing to train")
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and precision == "fp16")
     losses: list[float] = []
     bar = tqdm(total=epochs * len(loader), desc=f"train {model.config.variant}", disable=not progress)
@@ -77,7 +78,7 @@ def train(model: PromptedCLIP, loader: DataLoader, *, lr: float, epochs: int, mo
             fixed_text = model.encode_text()
     for epoch in range(epochs):
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(epoch, lr, epochs, warmup_epochs, warmup_lr)
+            group["lr"] = learning_rate(epoch, lr, epochs, cfg.warmup_epochs, cfg.warmup_lr)
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             with autocast_for(device, precision):
