@@ -33,9 +33,9 @@ def test_decomposition_and_attention_tables(run):
         assert value == pytest.approx(captured.mean().item(), rel=1e-5)
         assert value < 1                                          # the prompts take part of the attention
     stats = analyses.attention_statistics({"CLIP": analyses.zeroshot_twin(model), "prompted": model}, loader)
-    fig5 = analyses.figure5_table(stats)
-    assert set(fig5.model) == {"CLIP", "W/O Prompt", "W Prompt"}
-    w, wo = (fig5[fig5.model == s].set_index(["block", "head"]) for s in ("W Prompt", "W/O Prompt"))
+    fig5 = analyses.reading_table(stats)
+    assert set(fig5.reading) == {"CLIP", "W/O", "W"}
+    w, wo = (fig5[fig5.reading == s].set_index(["block", "head"]) for s in ("W", "W/O"))
     assert (w.distance <= wo.distance + 1e-6).all()      # prompts and [CLS] sit at distance 0
     eos = analyses.eos_attention_table(stats)
     sums = eos.groupby(["model", "block", "head"]).attention.sum()
@@ -67,19 +67,19 @@ def test_token_contributions_and_background(run):
     assert set(table.feature) == {"k", "v"} and table[["foreground", "background"]].abs().le(1 + 1e-6).all().all()
 
 
-def test_foreground_share_series(run):
-    """W/O Prompt renormalises the [CLS] row over [CLS] + patches: its share is W Prompt's divided
+def test_foreground_share_readings(run):
+    """W/O renormalises the [CLS] row over [CLS] + patches: its share is W's divided
     by the mass left off the prompts, which the captured attention gives independently."""
     model = run.model("base")
     table = analyses.foreground_share(run, model, limit=4)
-    assert set(table.series) == {"CLIP", "W/O Prompt", "W Prompt"} and table.share.between(0, 1).all()
-    wide = table.pivot_table(index=["image", "block", "head"], columns="series", values="share")
+    assert set(table.reading) == {"CLIP", "W/O", "W"} and table.share.between(0, 1).all()
+    wide = table.pivot_table(index=["image", "block", "head"], columns="reading", values="share")
     images, _ = analyses.first_images(run.test_loader("base"), 4)
     with torch.no_grad(), model.capture("vision.blocks.*.attn.lam") as cache:
         model.encode_image(images)
     cls_lam = cache.stack("vision", "attn.lam")[:, :, :, 0]             # [L, B, H]: [CLS]'s λ
-    expected = torch.tensor(wide["W Prompt"].to_numpy()) / cls_lam.permute(1, 0, 2).flatten().double()
-    assert wide["W/O Prompt"].to_numpy() == pytest.approx(expected.numpy(), rel=1e-4)
+    expected = torch.tensor(wide["W"].to_numpy()) / cls_lam.permute(1, 0, 2).flatten().double()
+    assert wide["W/O"].to_numpy() == pytest.approx(expected.numpy(), rel=1e-4)
 
 
 def test_cache_stacks_one_hook_over_blocks(run):

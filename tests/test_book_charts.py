@@ -12,7 +12,7 @@ from analysis_lib.report import charts
 from analysis_lib.report.charts import ChartDataError
 
 def head_stats() -> pd.DataFrame:
-    rows = [(m, "vision", b, h, 10.0 * b + h, 1.0 + h) for m in ("CLIP", "W/O Prompt", "W Prompt")
+    rows = [(m, "vision", b, h, 10.0 * b + h, 1.0 + h) for m in ("CLIP", "W/O", "W")
             for b in range(2) for h in range(3)]
     return pd.DataFrame(rows, columns=charts.HEAD_STAT_COLUMNS)
 
@@ -22,7 +22,7 @@ def test_scatter_one_dot_per_head_with_legend_selection():
     data = next(iter(spec["datasets"].values()))
     assert len(data) == 3 * 2 * 3
     assert spec["params"][0]["bind"] == "legend"
-    assert spec["spec"]["encoding"]["color"]["scale"]["domain"] == ["CLIP", "W/O Prompt", "W Prompt"]
+    assert spec["spec"]["encoding"]["color"]["scale"]["domain"] == ["CLIP", "W/O", "W"]
     with pytest.raises(ChartDataError, match="more than one row"):
         charts.distance_entropy_scatter(pd.concat([head_stats()] * 2))
 

@@ -70,8 +70,8 @@ def per_run_tables():
     """Hand-built per-run tables of one ivlp run with known effects."""
     run = {"dataset": "D", "seed": 1, "variant": "ivlp", "variant_name": "ivlp"}
     block0 = pd.DataFrame({"tower": ["vision", "text"], "deviation": [1e-7, 3e-7]}).assign(**run)
-    share = pd.DataFrame([{"series": s, "image": i, "block": b, "head": 0, "share": v + 0.1 * b}
-                          for s, v in (("CLIP", 0.2), ("W/O Prompt", 0.5), ("W Prompt", 0.4))
+    share = pd.DataFrame([{"reading": s, "image": i, "block": b, "head": 0, "share": v + 0.1 * b}
+                          for s, v in (("CLIP", 0.2), ("W/O", 0.5), ("W", 0.4))
                           for i in range(2) for b in range(2)]).assign(**run)
     causal = pd.DataFrame({"ablation": ["as trained", "bias term removed", "rescaling removed"] * 2,
                            "form": ["all blocks"] * 3 + ["below prompt depth"] * 3,
@@ -81,7 +81,7 @@ def per_run_tables():
                               for m, p, c in (("CLIP", 0.1, 0.5), ("prompted", 0.4, 0.2))
                               for t, v in (("prompt", p), ("category", c), ("sos", 1 - p - c))]).assign(**run)
     contributions = pd.DataFrame([{"tower": "text", "model": m, "method": "relevance", "token_type": t,
-                                   "contribution": v} for m, p, c in (("zero-shot", 1, 3), ("prompted", 3, 1))
+                                   "contribution": v} for m, p, c in (("CLIP", 1, 3), ("prompted", 3, 1))
                                   for t, v in (("prompt", p), ("category", c))]).assign(**run)
     background = pd.DataFrame({"block": [0, 0], "head": [0, 0], "feature": ["k", "v"], "foreground": [0.1, 0.2],
                                "background": [0.3, 0.2]}).assign(**run)
@@ -96,7 +96,7 @@ def test_effects_from_hand_built_tables():
     tables, metrics = per_run_tables()
     effect = claim_samples(tables, metrics).groupby("claim").value.mean()
     assert effect["C1"] == pytest.approx(3e-7)
-    assert effect["C2"] == pytest.approx(0.3)                          # W/O Prompt − CLIP, per image
+    assert effect["C2"] == pytest.approx(0.3)                          # W/O − CLIP, per image
     assert effect["C3"] == pytest.approx(75 - 40) and effect["C3d"] == pytest.approx(70 - 60)
     assert effect["C4"] == pytest.approx((0.4 - 0.2) - (0.1 - 0.5))
     assert effect["C4r"] == pytest.approx((0.75 - 0.25) - (0.25 - 0.75))  # shares of the total relevance

@@ -65,7 +65,7 @@ def test_stage_computes_every_table_then_skips_complete_runs(experiment):
                                      "version": per_run.ANALYSIS_VERSION, "n_images": N_IMAGES}
     assert per_run.run_stage(experiment, workers=0) == {}              # complete: nothing to do
     share = per_run.load_table(experiment, "foreground_share")
-    assert set(share.series) == {"CLIP", "W/O Prompt", "W Prompt"} and share.image.nunique() == N_IMAGES
+    assert set(share.reading) == {"CLIP", "W/O", "W"} and share.image.nunique() == N_IMAGES
     assert set(share[["dataset", "variant", "seed"]].itertuples(index=False)) == {("OxfordPets", "ivlp", 1)}
 
 

@@ -1,27 +1,162 @@
-"""What every analysis chapter starts and ends with: the experiment and its claims table, then
-the claims' answers glued for the chapter's last paragraph."""
+"""What every chapter of the book is made of, and the one call its notebook makes.
+
+A chapter function (``chapters.py``) takes the experiment and the claims table and returns a
+``Page``: the answer box that opens the chapter, the tables and figures it shows in order (each
+numbered, with its caption), the tables by value (written as CSV beside the book) and the
+numbers its prose quotes (glued). A notebook holds its parameters, ``open_page(...)``, one
+``page.show(name)`` per table or figure, and prose.
+"""
 from __future__ import annotations
 
+import html
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from IPython.display import Markdown
-from myst_nb import glue
+from IPython.display import HTML, display
 
 from . import charts
-from ..stats.claims import answer
+from .numbers import informative, signed
+from ..files import write_text_atomic
 from ..study.experiment import Experiment, load_experiment
 
 CLAIMS_TABLE = "claims.csv"  # written by the analyses command into the tables folder
+AVERAGE = "Average"          # the claims table's row over datasets
+GLOSSARY = "../glossary.html"  # from a generated page (book/generated/) to the glossary (book/)
+LONG_TABLE = 12              # rows: a longer table opens on demand
 
 
-def open_chapter(experiment_file: str, tables_dir: str) -> tuple[Experiment, pd.DataFrame]:
-    """The experiment and its claims table; charts render for the book from here on."""
+@dataclass
+class Shown:
+    """A table or figure of a chapter: what is drawn, its caption and whether it is a figure."""
+
+    content: object   # an altair chart, a DataFrame, or HTML
+    caption: str
+    figure: bool
+
+
+@dataclass
+class Page:
+    """A chapter: its answer box, what it shows (in order), its tables by value and its numbers."""
+
+    answer: str                                                   # HTML of the answer box
+    shown: dict[str, Shown] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # written as <tables_dir>/<name>.csv
+    numbers: dict[str, str] = field(default_factory=dict)          # glued for the prose
+
+    def figure(self, name: str, chart, caption: str) -> None:
+        self.shown[name] = Shown(chart, caption, True)
+
+    def table(self, name: str, table: pd.DataFrame | HTML, caption: str) -> None:
+        self.shown[name] = Shown(table, caption, False)
+
+    def number(self, kind: str, name: str) -> int:
+        """The figure's or table's number on the page: figures and tables are counted apart."""
+        same = [n for n, s in self.shown.items() if s.figure == (kind == "figure")]
+        return same.index(name) + 1
+
+    def show(self, name: str) -> None:
+        """Display the table or figure ``name`` with its numbered caption: a table loses its
+        constant columns (the caption states them once), a long one opens on demand."""
+        item = self.shown[name]
+        content, note = item.content, ""
+        if isinstance(content, pd.DataFrame):
+            content, constant = informative(content)
+            note = "".join(f" Every row: {c} = {v}." for c, v in constant.items())
+        label = f"{'Figure' if item.figure else 'Table'} {self.number('figure' if item.figure else 'table', name)}"
+        caption = f"<p class=\"caption\"><strong>{label}.</strong> {html.escape(item.caption)}{html.escape(note)}</p>"
+        if isinstance(content, pd.DataFrame):
+            body = content.to_html(index=False, border=0, classes="book-table", na_rep="—")
+            if len(content) > LONG_TABLE:
+                body = f"<details><summary>{len(content)} rows: show</summary>{body}</details>"
+            display(HTML(caption + body))
+        else:
+            if not item.figure:
+                display(HTML(caption))
+            display(content)
+            if item.figure:
+                display(HTML(caption))
+
+
+def open_page(chapter: str, experiment_file: str, tables_dir: str, data_root: str | None = None) -> Page:
+    """The chapter ``chapter`` of the experiment: computed, its tables written to ``tables_dir``,
+    its numbers glued, its answer box displayed; charts render for the book from here on."""
+    from myst_nb import glue
+    from .chapters import CHAPTERS
     charts.enable()
-    return load_experiment(experiment_file, require_data=False), pd.read_csv(Path(tables_dir) / CLAIMS_TABLE)
+    experiment = load_experiment(experiment_file, data_root=data_root, require_data=False)
+    claims_file = Path(tables_dir) / CLAIMS_TABLE
+    claims = pd.read_csv(claims_file) if claims_file.is_file() else pd.DataFrame()
+    page = CHAPTERS[chapter](experiment, claims)
+    for name, table in page.tables.items():
+        write_text_atomic(Path(tables_dir) / f"{name}.csv", table.to_csv(index=False))
+    for name, value in page.numbers.items():
+        glue(name, value, display=False)
+    display(HTML(page.answer))
+    return page
 
 
-def glue_answers(claims: pd.DataFrame, claim_ids: list[str]) -> None:
-    """Glue each claim's answer sentence as Markdown under ``answer_<id>`` ({glue:md}`answer_C3`)."""
-    for claim_id in claim_ids:
-        glue(f"answer_{claim_id}", Markdown(answer(claims, claim_id)), display=False)
+# --------------------------------------------------------------------------- the answer box
+def answer_box(lines: list[str]) -> str:
+    """The box that opens a chapter: its answer in a few lines of HTML (already escaped)."""
+    items = "".join(f"<p>{line}</p>" for line in lines)
+    return f'<div class="admonition tip answer-box"><p class="admonition-title">Answer</p>{items}</div>'
+
+
+def term(word: str, anchor: str | None = None) -> str:
+    """``word`` linked to its entry in the glossary."""
+    return f'<a href="{GLOSSARY}#term-{html.escape(anchor or word)}">{html.escape(word)}</a>'
+
+
+def verdict_badge(verdict: str) -> str:
+    colour = charts.COLOURS.get(verdict, "#9e9e9e")
+    return (f'<span class="verdict" style="border-bottom:3px solid {colour};white-space:nowrap">'
+            f"{html.escape(verdict)}</span>")
+
+
+def interval_text(row) -> str:
+    """"+0.12 (95 % interval −0.03 to +0.27)", or the effect alone without an interval."""
+    if math.isnan(row.low):
+        return signed(row.effect)
+    return f"{signed(row.effect)} (95 % interval {signed(row.low)} to {signed(row.high)})"
+
+
+def claim_answer(claims: pd.DataFrame, claim_id: str) -> str | None:
+    """One claim's answer: the statement, the measured effect with its interval over datasets,
+    and the verdict on each dataset and on average (HTML); None if the claim was not measured."""
+    from ..stats.claims import CLAIMS
+    rows = claims[claims.claim == claim_id] if not claims.empty else claims
+    if rows.empty:
+        return None
+    claim = CLAIMS[claim_id]
+    rows = rows.set_index("dataset")
+    summary = rows.loc[AVERAGE] if AVERAGE in rows.index else rows.iloc[-1]
+    per_dataset = " · ".join(f"{html.escape(str(d))} {verdict_badge(r.verdict)}"
+                             for d, r in rows.drop(index=AVERAGE, errors="ignore").iterrows())
+    where = "averaged over the datasets" if AVERAGE in rows.index else f"on {html.escape(str(summary.name))}"
+    return (f"<strong>{html.escape(claim.statement)}</strong> ({claim_id}): {verdict_badge(summary.verdict)} "
+            f"{where}. Measured as {html.escape(claim.effect)}: {interval_text(summary)}, "
+            f"over {summary.n} {html.escape(str(summary.unit))}. Per dataset: {per_dataset}.")
+
+
+def claim_answers(claims: pd.DataFrame, claim_ids: tuple[str, ...]) -> list[str]:
+    """The answers of the measured claims among ``claim_ids`` (or one line saying none was)."""
+    lines = [a for a in (claim_answer(claims, c) for c in claim_ids) if a]
+    return lines or [f"{', '.join(claim_ids)}: not measured in this experiment (no analysed runs with the "
+                     "tables they need)."]
+
+
+def analysed(experiment: Experiment, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a per-run table that come from the experiment's analysed variant."""
+    if table.empty:
+        return table
+    return table[table.variant_name == analysed_variant(experiment)]
+
+
+def analysed_variant(experiment: Experiment) -> str:
+    """The variant the chapters analyse: the experiment file's ``analysis.variant_name``."""
+    if experiment.analysis is None:
+        raise ValueError(f"{experiment.path} has no 'analysis' section naming the analysed variant "
+                         "(variant_name, seed, n_images)")
+    return experiment.analysis.variant_name

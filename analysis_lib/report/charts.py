@@ -15,9 +15,13 @@ Two parts:
 
 Data schema (one row per value; column names are fixed):
 
-- head statistics: ``model, tower, block, head, distance, entropy``: one row per head;
-  ``model`` is e.g. "CLIP", "W/O Prompt", "W Prompt"; ``distance`` is in pixels for the
+- head statistics: ``reading, tower, block, head, distance, entropy``: one row per head;
+  ``reading`` is, "CLIP", "W/O" or "W"; ``distance`` is in pixels for the
   image tower (in token positions for the text tower, if given).
+
+One palette for the whole book (``COLOURS``): each reading, model and verdict has one colour on
+every page. Charts are at most ``PHONE_WIDTH`` px wide, panels stacked rather than side by side,
+so that their text stays readable on a phone's 390 px screen.
 """
 from __future__ import annotations
 
@@ -34,11 +38,24 @@ import pandas as pd
 from IPython.display import HTML
 from PIL import Image
 
-HEAD_STAT_COLUMNS = ("model", "tower", "block", "head", "distance", "entropy")
+HEAD_STAT_COLUMNS = ("reading", "tower", "block", "head", "distance", "entropy")
 RENDERER_NAME = "book"
 # vega-embed options: SVG so that the page holds inspectable markup; no link to the online editor.
 EMBED_OPTIONS = {"renderer": "svg", "actions": {"export": True, "source": False,
                                                  "compiled": False, "editor": False}}
+
+
+PHONE_WIDTH = 300  # px: the widest a chart's plotting area gets, so a 390 px screen draws it unscaled
+# One colour per reading and model (Tableau 10), per verdict (green holds, red fails, amber
+# undecided), per kind of variant; every chart of the book takes its colours from here.
+COLOURS = {
+    "CLIP": "#4c78a8", "W/O": "#72b7b2", "W": "#e45756", "prompted": "#e45756",
+    "supported": "#2e7d32", "contradicted": "#c62828", "not supported": "#c62828",
+    "inconclusive": "#f9a825", "mixed": "#f9a825", "heterogeneous": "#8e24aa", "too few samples": "#9e9e9e",
+    "zeroshot": "#4c78a8", "ivlp": "#e45756", "text": "#f58518", "vision": "#54a24b", "bias": "#b279a2",
+    "coop": "#9d755d", "foreground": "#e45756", "background": "#9e9e9e",
+}
+REFERENCE_COLOUR = "#555555"  # reference lines: margins, chance, zero-shot, as trained
 
 
 class ChartDataError(ValueError):
@@ -125,31 +142,50 @@ def image_grid(images: Sequence[tuple[object, str]], size: int = 96) -> HTML:
 # --- chart builders --------------------------------------------------------------------------
 
 def distance_entropy_scatter(df: pd.DataFrame) -> alt.FacetChart:
-    """Mean attention distance against entropy, one dot per head, coloured by model, one panel
-    per tower. Hovering a dot shows its block and head; clicking a legend entry highlights
-    that model.
+    """Mean attention distance against entropy, one dot per head, coloured by reading, one panel
+    per tower (stacked). Hovering a dot shows its block and head; clicking a legend entry
+    highlights that reading.
     """
     _require_columns(df, HEAD_STAT_COLUMNS, "the head statistics")
-    if df.duplicated(["model", "tower", "block", "head"]).any():
-        raise ChartDataError("the head statistics have more than one row for a (model, tower, block, head)")
-    models = list(dict.fromkeys(df["model"].astype(str)))
-    picked = alt.selection_point(fields=["model"], bind="legend")
+    if df.duplicated(["reading", "tower", "block", "head"]).any():
+        raise ChartDataError("the head statistics have more than one row for a (reading, tower, block, head)")
+    readings = list(dict.fromkeys(df["reading"].astype(str)))
+    picked = alt.selection_point(fields=["reading"], bind="legend")
     return (
         alt.Chart(df[list(HEAD_STAT_COLUMNS)])
         .mark_circle(size=50)
-        .encode(x=alt.X("distance:Q", title="mean attention distance"),
+        .encode(x=alt.X("distance:Q", title="mean attention distance (px)"),
                 y=alt.Y("entropy:Q", title="mean attention entropy (nats)"),
-                color=alt.Color("model:N", scale=alt.Scale(domain=models),
-                                legend=alt.Legend(orient="top", title="model (click to highlight)")),
+                color=colour("reading", readings, "reading (click to highlight)"),
                 opacity=alt.condition(picked, alt.value(0.85), alt.value(0.1)),
-                tooltip=["model:N", "tower:N", "block:Q", "head:Q",
+                tooltip=["reading:N", "tower:N", "block:Q", "head:Q",
                          alt.Tooltip("distance:Q", format=".3g"), alt.Tooltip("entropy:Q", format=".3g")])
         .add_params(picked)
-        .properties(width=220, height=220)
-        .facet(column=alt.Column("tower:N", title=None))
+        .properties(width=PHONE_WIDTH - 40, height=200)
+        .facet(row=alt.Row("tower:N", title=None))
         .resolve_scale(x="independent", y="independent")
         .properties(usermeta={"book_chart": "distance_entropy"})
     )
+
+
+def colour(field: str, values: Sequence[str], title: str | None = None, legend: bool = True) -> alt.Color:
+    """The colour encoding of ``field`` with the book's palette for ``values`` (in that order;
+    values without a colour of their own get grey)."""
+    values = [str(v) for v in values]
+    return alt.Color(f"{field}:N", title=title, scale=alt.Scale(domain=values, range=[
+        COLOURS.get(v, "#bab0ac") for v in values]), legend=alt.Legend(orient="top", direction="vertical")
+        if legend else None)
+
+
+def reference_rule(value: float, label: str, axis: str = "x") -> alt.LayerChart:
+    """A dashed line at ``value`` on the ``axis`` with its ``label`` (a margin, chance, zero-shot...)."""
+    frame = pd.DataFrame({"value": [value], "label": [label]})
+    base = alt.Chart(frame)
+    rule = base.mark_rule(color=REFERENCE_COLOUR, strokeDash=[4, 3]).encode(**{axis: "value:Q"})
+    text = base.mark_text(align="left", dx=3, dy=-4 if axis == "y" else 0, baseline="bottom" if axis == "y" else "top",
+                          color=REFERENCE_COLOUR, fontSize=11).encode(
+        **{axis: "value:Q"}, text="label:N", **({"y": alt.value(0)} if axis == "x" else {"x": alt.value(0)}))
+    return rule + text
 
 
 def dataset_picker(chart, datasets: Sequence[str]):

@@ -125,27 +125,28 @@ def attention_statistics(models: dict[str, PromptedCLIP], loader, progress: bool
     return pd.concat(tables, ignore_index=True)
 
 
-def figure5_series(zeroshot: str = "CLIP", prompted: str = "prompted") -> dict[str, tuple[str, str]]:
-    """The figures' series as (model, reading): CLIP and W Prompt read the attention as computed
-    (probing-vits), W/O Prompt with the prompt keys dropped and rows renormalised."""
-    return {"CLIP": (zeroshot, WITH_PROMPT), "W/O Prompt": (prompted, WITHOUT_PROMPT),
-            "W Prompt": (prompted, WITH_PROMPT)}
+# The book's three readings of the image tower's attention, each a (model, attention reading):
+# CLIP (zero-shot) and W (the prompted model) as computed (probing-vits), W/O the prompted model
+# with its prompt keys dropped and rows renormalised (attention_stats.py). "CLIP" is also the
+# zero-shot model's name in every per-run table, "prompted" the analysed variant's.
+CLIP, PROMPTED = "CLIP", "prompted"
+READINGS = {"CLIP": (CLIP, WITH_PROMPT), "W/O": (PROMPTED, WITHOUT_PROMPT), "W": (PROMPTED, WITH_PROMPT)}
 
 
-def figure5_table(stats: pd.DataFrame, zeroshot: str = "CLIP", prompted: str = "prompted") -> pd.DataFrame:
-    """One row per (model, block, head) with distance and entropy, for the series of figure 5:
-    CLIP (zero-shot), W/O Prompt and W Prompt (the prompted model without / with its prompt keys).
-    Run columns (dataset, variant, seed) of tables read back from several runs are kept."""
+def reading_table(stats: pd.DataFrame) -> pd.DataFrame:
+    """One row per (reading, block, head) with distance and entropy (the paper's figure 5), for
+    the readings CLIP, W/O and W. Run columns (dataset, variant, seed) of tables read back from
+    several runs are kept."""
     vision = stats[stats.tower == "vision"]
     keys = _run_keys(stats)
     rows = []
-    for name, (model, reading) in figure5_series(zeroshot, prompted).items():
+    for name, (model, reading) in READINGS.items():
         part = vision[(vision.model == model) & (vision.reading == reading)]
         wide = part.pivot_table(index=keys + ["block", "head"], columns="statistic", values="value").reset_index()
-        rows.append(wide.assign(model=name, tower="vision"))
+        rows.append(wide.assign(reading=name, tower="vision"))
     table = pd.concat(rows, ignore_index=True).rename(
         columns={"attention_distance": "distance", "attention_entropy": "entropy"})
-    return table[keys + ["model", "tower", "block", "head", "distance", "entropy"]]
+    return table[keys + ["reading", "tower", "block", "head", "distance", "entropy"]]
 
 
 def eos_attention_table(stats: pd.DataFrame) -> pd.DataFrame:
@@ -157,7 +158,7 @@ def eos_attention_table(stats: pd.DataFrame) -> pd.DataFrame:
 
 def _run_keys(table: pd.DataFrame) -> list[str]:
     """The columns that say which run a row of a table read back from several runs comes from."""
-    return [key for key in ("dataset", "variant", "seed") if key in table.columns]
+    return [key for key in ("dataset", "variant", "variant_name", "seed") if key in table.columns]
 
 
 # ------------------------------------------------------------------ 2. token contributions
@@ -191,7 +192,7 @@ def token_contributions(model: PromptedCLIP, dataset, indices: torch.Tensor) -> 
     images = torch.stack([dataset[i][0] for i in chosen]).to(device)
     labels = torch.tensor([dataset[i][1] for i in chosen], device=device)
     tables = {"vision": [], "text": [], "text_by_type": [], "per_image": []}
-    for label, m in (("zero-shot", zs), ("prompted", model)):
+    for label, m in ((CLIP, zs), (PROMPTED, model)):
         vision, text = token_relevance(m, images, labels)
         roll_v, roll_t = _rollout_rows(m, images, labels)
         vision, text, roll_v, roll_t = (x.cpu() for x in (vision, text, roll_v, roll_t))
@@ -297,21 +298,21 @@ def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int | None
 @torch.no_grad()
 def foreground_share(run: LoadedRun, model: PromptedCLIP, limit: int | None) -> pd.DataFrame:
     """Claim C2, per image, block and head: the share of the [CLS] query's attention on foreground
-    patches (``cls_foreground_share``) for the series CLIP, W/O Prompt and W Prompt."""
-    models = {"CLIP": zeroshot_twin(model), "prompted": model}
+    patches (``cls_foreground_share``) for the readings CLIP, W/O and W."""
+    models = {CLIP: zeroshot_twin(model), PROMPTED: model}
     layouts = {k: GridLayout.from_token_layout(m.token_layout("vision")) for k, m in models.items()}
     tables, first = [], 0
-    for images, fg in masked_batches(run, layouts["CLIP"].grid, limit):
+    for images, fg in masked_batches(run, layouts[CLIP].grid, limit):
         caches = {}
         for key, m in models.items():
             with m.capture("vision.blocks.*.attn.pattern") as caches[key]:
                 m.encode_image(images)
-        for series, (key, reading) in figure5_series().items():
+        for name, (key, reading) in READINGS.items():
             patterns = caches[key].stack("vision", "attn.pattern")           # [L, B, H, N, N]
             for block, pattern in enumerate(patterns):
                 share = cls_foreground_share(pattern, layouts[key], fg, reading)  # [B, H]
                 B, H = share.shape
-                tables.append(pd.DataFrame({"series": series, "image": np.repeat(np.arange(first, first + B), H),
+                tables.append(pd.DataFrame({"reading": name, "image": np.repeat(np.arange(first, first + B), H),
                                             "block": block, "head": np.tile(np.arange(H), B),
                                             "share": share.flatten().cpu().numpy()}))
         first += len(images)

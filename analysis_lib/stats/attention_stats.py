@@ -6,10 +6,10 @@ statistic (called readings, not variants, so as not to collide with the model va
 
 - ``with_prompt``: the attention as the model computed it, every key kept and rows not
   renormalised. Keys that are not patches ([CLS], prompts) count at distance 0: the probing-vits
-  definition of attention distance, exactly. This is the figures' "CLIP" (zero-shot model) and
-  "W Prompt" (prompted model).
+  definition of attention distance, exactly. This is the book's readings "CLIP" (zero-shot model)
+  and "W" (prompted model).
 - ``without_prompt``: the prompt keys dropped and each row renormalised over the remaining keys
-  ([CLS] + patches, [CLS] still at distance 0), "W/O Prompt". A softmax restricted to a subset of
+  ([CLS] + patches, [CLS] still at distance 0), the reading "W/O". A softmax restricted to a subset of
   keys equals the full softmax renormalised over that subset, so this is the attention among the
   original tokens that the prompts' share rescales. For a model without prompts both readings
   agree, so W/O − W measures the prompts alone.

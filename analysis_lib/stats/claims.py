@@ -45,7 +45,7 @@ CLAIMS = {c.id: c for c in (
     Claim("C1", "Block 0 rescales the original tokens' attention by a pure proportion",
           "max |A_prompted − λ·A_zero-shot| in block 0", "below", 1e-4),
     Claim("C2", "[CLS] attends more to the foreground with prompts",
-          "foreground share of [CLS] attention, W/O Prompt − CLIP (mean over blocks, heads)", "above"),
+          "foreground share of [CLS] attention, W/O − CLIP (mean over blocks, heads)", "above"),
     Claim("C3", "The bias term (way b) matters more than the rescaling (way a)",
           "HM with rescaling removed − HM with bias term removed, all blocks (points)", "above"),
     Claim("C3d", "… and so in the blocks below the prompt depth alone",
@@ -110,8 +110,8 @@ def _c1(block0: pd.DataFrame) -> pd.DataFrame:
 
 
 def _c2(share: pd.DataFrame) -> pd.DataFrame:
-    per_image = share.groupby(["dataset", "seed", "image", "series"]).share.mean().unstack("series")
-    effect = (per_image["W/O Prompt"] - per_image["CLIP"]).rename("effect").reset_index()
+    per_image = share.groupby(["dataset", "seed", "image", "reading"]).share.mean().unstack("reading")
+    effect = (per_image["W/O"] - per_image["CLIP"]).rename("effect").reset_index()
     return _units("C2", effect, "effect", "image")
 
 
@@ -139,7 +139,7 @@ def _c4r(contributions: pd.DataFrame) -> pd.DataFrame:
     text = contributions[(contributions.tower == "text") & (contributions.method == "relevance")]
     total = text.groupby(["dataset", "seed", "model"]).contribution.transform("sum")
     text = text.assign(share=text.contribution / total)
-    return _units("C4r", _prompt_minus_category(text, "token_type", "share", "zero-shot"), "effect")
+    return _units("C4r", _prompt_minus_category(text, "token_type", "share", "CLIP"), "effect")
 
 
 def _c5(background: pd.DataFrame) -> pd.DataFrame:

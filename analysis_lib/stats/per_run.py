@@ -36,7 +36,7 @@ from .causal import ablation_accuracy
 log = logging.getLogger(__name__)
 
 # Bump when the definition of any per-run table changes: every table is then computed again.
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 TABLES_DIR, MANIFEST = "analyses", "manifest.json"
 PROMPTED = frozenset({"ivlp", "text", "vision", "coop"})
 BLOCK0_IMAGES = 8          # the identity is exact per image: a few images show its rounding error
@@ -69,7 +69,7 @@ def _block0(run: LoadedRun, n: int) -> pd.DataFrame:
 
 def _attention(run: LoadedRun, n: int) -> pd.DataFrame:
     model = run.model("base")
-    return analyses.attention_statistics({"CLIP": analyses.zeroshot_twin(model), "prompted": model},
+    return analyses.attention_statistics({analyses.CLIP: analyses.zeroshot_twin(model), analyses.PROMPTED: model},
                                          run.test_loader("base", n))
 
 

@@ -9,6 +9,8 @@
 // - JavaScript errors and console errors,
 // - charts (div.book-chart, any .vega-embed) without an <svg> or <canvas> inside, or drawn wider
 //   than the page's content column,
+// - chart text smaller than 10 px on a 390 px wide screen (a phone), and table columns holding
+//   one value in every row (a caption should say it once) or nothing at all,
 // - math that MathJax did not typeset, widgets that the widget manager did not render,
 // - attention explorers whose three panels are not different drawings, or whose view does not
 //   change when a control moves (block, head, text head, image, mean over heads, raw / rollout,
@@ -33,6 +35,8 @@ if (!args.base) {
 const base = new URL(args.base);
 const MAX_PAGES = 200;
 const WAIT_MS = 15000;
+const PHONE = { width: 390, height: 844 };
+const MIN_TEXT_PX = 10;
 
 const problems = [];
 const requests = [];
@@ -73,6 +77,43 @@ async function renderedCharts(page) {
         overflow: drawn ? Math.max(0, Math.round(drawn.getBoundingClientRect().right - column.right)) : 0,
       };
     });
+  });
+}
+
+// The smallest chart text as drawn, in CSS pixels: each SVG text's font size times the scale at
+// which its SVG is drawn (a chart scaled down to fit a narrow column shrinks its text with it).
+async function smallestChartText(page) {
+  return page.evaluate(() => {
+    let smallest = Infinity, where = "";
+    for (const svg of document.querySelectorAll(".book-chart svg, .vega-embed svg")) {
+      const box = svg.viewBox && svg.viewBox.baseVal;
+      const scale = box && box.width ? svg.getBoundingClientRect().width / box.width : 1;
+      for (const text of svg.querySelectorAll("text")) {
+        if (!text.textContent.trim() || text.getBoundingClientRect().width === 0) continue;
+        const size = parseFloat(getComputedStyle(text).fontSize) * scale;
+        if (size < smallest) { smallest = size; where = text.textContent.trim().slice(0, 40); }
+      }
+    }
+    return { px: smallest === Infinity ? null : Math.round(smallest * 10) / 10, text: where };
+  });
+}
+
+// Columns of the pages' output tables (pandas' HTML) that hold one value in every row, or none.
+async function constantColumns(page) {
+  return page.evaluate(() => {
+    const found = [];
+    for (const table of document.querySelectorAll(".cell_output table, .output table")) {
+      const rows = [...table.querySelectorAll("tbody tr")];
+      if (rows.length < 2) continue;
+      const header = [...table.querySelectorAll("thead tr:last-child th")].map((th) => th.textContent.trim());
+      const width = Math.max(...rows.map((r) => r.children.length));
+      for (let c = 0; c < width; c++) {
+        const values = rows.map((r) => (r.children[c] ? r.children[c].textContent.trim() : ""));
+        if (rows.some((r) => r.children[c] && r.children[c].tagName === "TH")) continue;  // an index column
+        if (new Set(values).size === 1) found.push(`${header[c] || "column " + c} = "${values[0]}"`);
+      }
+    }
+    return found;
   });
 }
 
@@ -188,6 +229,10 @@ async function visit(url) {
     }
   }
 
+  for (const column of await constantColumns(page)) {
+    problems.push(`${name}: a table column holds one value in every row: ${column}`);
+  }
+
   info.code = await page.evaluate(() => {
     const inputs = [...document.querySelectorAll(".cell_input")];
     return { inputs: inputs.length, shown: inputs.filter((el) => el.checkVisibility()).length };
@@ -224,6 +269,18 @@ async function visit(url) {
   info.laterLoads = loaded.slice(info.firstLoad.length).map((r) => ({ ...r, url: new URL(r.url).pathname }));
   if (args.screenshots) {
     await page.screenshot({ path: join(args.screenshots, name.replace(/\//g, "__") + ".png"), fullPage: true });
+  }
+  if (info.charts.length) {  // the same page on a phone: charts scale down, their text must stay readable
+    await page.setViewportSize(PHONE);
+    await page.waitForTimeout(300);
+    info.phoneText = await smallestChartText(page);
+    if (info.phoneText.px !== null && info.phoneText.px < MIN_TEXT_PX) {
+      problems.push(`${name}: chart text drawn at ${info.phoneText.px} px on a ${PHONE.width} px screen ` +
+        `("${info.phoneText.text}"); make the chart narrower or its text larger`);
+    }
+    if (args.screenshots) {
+      await page.screenshot({ path: join(args.screenshots, name.replace(/\//g, "__") + ".390px.png"), fullPage: true });
+    }
   }
   const links = await page.evaluate(() => [...document.querySelectorAll("a[href]")].map((a) => a.href));
   await page.close();

@@ -1,0 +1,182 @@
+"""Every chapter's numbers by value: what a chapter function states equals this test's own
+computation from the per-run tables of a miniature finished experiment (miniature_study.py),
+runs picked by the experiment's analysed variant; and the book's number formats."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis_lib.report import chapters
+from analysis_lib.report.chapter import AVERAGE, open_page
+from analysis_lib.report.numbers import informative, mean_std, over_seeds, significant, signed
+from analysis_lib.stats import per_run
+from analysis_lib.stats.claims import experiment_claims
+from analysis_lib.study.run_record import harmonic_mean
+from miniature_study import ANALYSED, DATASETS, SEEDS, write_study
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, data_root):
+    experiment = write_study(tmp_path_factory.mktemp("mini"), data_root)
+    return experiment, experiment_claims(experiment)
+
+
+def deep(experiment, name):
+    """Per-run table ``name`` of the analysed variant (the attention table has other variants' rows too)."""
+    table = per_run.load_table(experiment, name)
+    assert name != "attention" or {"deep", "shallow"} <= set(table.variant_name)
+    return table[table.variant_name == ANALYSED]
+
+
+def seed_spread(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """mean and sample std over seeds of each seed's mean, by ``by`` (written out, not over_seeds)."""
+    out = {}
+    for key, part in frame.groupby(by):
+        per_seed = np.array([part[part.seed == s][value].mean() for s in SEEDS])
+        out[key] = (per_seed.mean(), per_seed.std(ddof=1))
+    return out
+
+
+def test_decomposition_states_lambda_of_the_analysed_variant(study):
+    experiment, claims = study
+    page = chapters.decomposition(experiment, claims)
+    lam = deep(experiment, "decomposition").query("statistic == 'lambda'")
+    expected = seed_spread(lam, ["tower", "block"], "value")
+    got = page.tables["lambda_per_block"].set_index(["tower", "block"])
+    for (tower, block), (mean, std) in expected.items():
+        assert got.loc[(tower, block), "lambda"] == pytest.approx(mean)
+        assert got.loc[(tower, block), "lambda_std"] == pytest.approx(std)
+    last_vision = expected[("vision", 1)]
+    assert page.numbers["lambda_last_vision"] == mean_std(*last_vision)
+    assert page.numbers["lambda_last_vision"] in page.answer
+    block0 = deep(experiment, "block0")
+    assert page.tables["block0"].deviation.max() == pytest.approx(block0.deviation.max())
+
+
+def test_distance_gap_is_w_without_minus_w_over_seeds(study):
+    experiment, claims = study
+    page = chapters.distance_entropy(experiment, claims)
+    attention = deep(experiment, "attention")
+    vision = attention[(attention.tower == "vision") & (attention.model == "prompted")
+                       & (attention.statistic == "attention_distance")]
+    wide = vision.pivot_table(index=["dataset", "seed", "block", "head"], columns="reading", values="value")
+    gap = (wide["without_prompt"] - wide["with_prompt"]).groupby(level="seed").mean()
+    assert page.numbers["prompt_distance_gap"] == mean_std(gap.mean(), gap.std(), sign=True)
+    assert f"{page.numbers['prompt_distance_gap']} px" in page.answer
+    clip = attention[(attention.tower == "vision") & (attention.model == "CLIP")
+                     & (attention.statistic == "attention_entropy")]
+    summary = page.tables["distance_entropy_summary"].set_index("reading")
+    assert summary.loc["CLIP", "entropy"] == pytest.approx(clip.groupby("seed").value.mean().mean())
+
+
+def test_causal_summary_and_reference(study):
+    experiment, claims = study
+    page = chapters.causal_ablation(experiment, claims)
+    causal = deep(experiment, "causal_ablation")
+    expected = seed_spread(causal, ["form", "ablation"], "hm")
+    summary = page.tables["causal_summary"].set_index(["form", "ablation"])
+    for key, (mean, std) in expected.items():
+        assert summary.loc[key, "hm"] == pytest.approx(mean) and summary.loc[key, "hm_std"] == pytest.approx(std)
+    assert page.numbers["hm_as_trained"] == significant(causal[causal.ablation == "as trained"].hm.mean())
+
+
+def test_foreground_eos_background_and_contributions(study):
+    experiment, claims = study
+    share = deep(experiment, "foreground_share")
+    got = chapters.cls_foreground(experiment, claims).tables["cls_foreground"].set_index(["reading", "block"])
+    for key, (mean, std) in seed_spread(share, ["reading", "block"], "share").items():
+        assert got.loc[key, "share"] == pytest.approx(mean) and got.loc[key, "share_std"] == pytest.approx(std)
+    attention = deep(experiment, "attention")
+    eos = attention[attention.statistic == "eos_to_prompt"]
+    summary = chapters.eos_attention(experiment, claims).tables["eos_summary"].set_index(["model", "token_type"])
+    for model in ("CLIP", "prompted"):
+        per_seed = eos[eos.model == model].groupby("seed").value.mean()
+        assert summary.loc[(model, "prompt"), "attention"] == pytest.approx(per_seed.mean())
+        assert summary.loc[(model, "prompt"), "attention_std"] == pytest.approx(per_seed.std())
+    background = deep(experiment, "background_similarity")
+    got = chapters.prompts_as_background(experiment, claims).tables["background_summary"].set_index(
+        ["dataset", "feature"])
+    expected = background[background.feature == "k"].groupby("seed").background.mean()
+    assert got.loc[("OxfordPets", "k"), "background"] == pytest.approx(expected.mean())
+    contributions = deep(experiment, "contributions")
+    page = chapters.token_contributions(experiment, claims)
+    assert page.numbers["n_explained"] == str(3 * len(DATASETS) * len(SEEDS))
+    text = page.tables["contributions_text"].set_index(["method", "model", "token_type"]).contribution
+    rows = contributions[(contributions.tower == "text") & (contributions.method == "relevance")
+                         & (contributions.model == "prompted") & (contributions.token_type == "category")]
+    assert text[("relevance", "prompted", "category")] == pytest.approx(rows.contribution.mean())
+
+
+def test_bias_tuning_and_results_name_the_best_variants(study):
+    experiment, claims = study
+    metrics = per_run.run_metrics(experiment)
+    # Average row: per seed, the mean base and novel over datasets; HM of their means over seeds.
+    per_seed = metrics.groupby(["variant_name", "seed"])[["base", "novel"]].mean().groupby("variant_name").mean()
+    hm = pd.Series(harmonic_mean(per_seed.base, per_seed.novel), index=per_seed.index)
+    page = chapters.bias_tuning(experiment, claims)
+    assert page.numbers["best_bias"] == hm[["bias_a", "bias_b"]].idxmax()
+    assert page.numbers["best_bias_hm"].startswith(significant(hm[page.numbers["best_bias"]], 2)[:2])
+    assert f"<strong>{page.numbers['best_bias']}</strong>" in page.answer
+    summary = chapters.results(experiment, claims).tables["results_summary"].set_index("dataset")
+    assert summary.loc[AVERAGE, "best variant"] == hm.idxmax()
+    for dataset in DATASETS:
+        part = metrics[metrics.dataset == dataset].groupby("variant_name")[["base", "novel"]].mean()
+        best = pd.Series(harmonic_mean(part.base, part.novel), index=part.index).idxmax()
+        assert summary.loc[dataset, "best variant"] == best
+    zero = hm["zeroshot"]
+    assert summary.loc[AVERAGE, "gain (points)"] == signed(hm[hm.idxmax()] - zero)
+
+
+def test_answers_quote_the_claims_table(study):
+    experiment, claims = study
+    measured = set(claims.claim)
+    assert measured, "the miniature study measures no claim"
+    page = chapters.claims_page(experiment, claims)
+    assert page.shown["claims"].content.data.count("<tr>") == len(measured)  # a row per claim (the header has a style)
+    for claim_id, chapter in chapters.CHAPTER_OF.items():
+        if claim_id not in measured:
+            continue
+        average = claims[(claims.claim == claim_id) & (claims.dataset == AVERAGE)].iloc[0]
+        answer = chapters.CHAPTERS[chapter](experiment, claims).answer
+        assert signed(average.effect) in answer and average.verdict in answer, claim_id
+
+
+def test_open_page_writes_the_tables_and_shows_the_answer(study, tmp_path, monkeypatch):
+    from analysis_lib.report import chapter
+    experiment, claims = study
+    claims.to_csv(tmp_path / "claims.csv", index=False)
+    shown = []
+    monkeypatch.setattr(chapter, "display", shown.append)
+    page = open_page("decomposition", str(experiment.path), str(tmp_path))
+    back = pd.read_csv(tmp_path / "lambda_per_block.csv")
+    assert back["lambda"].to_numpy() == pytest.approx(page.tables["lambda_per_block"]["lambda"].to_numpy())
+    page.show("lambda")
+    page.show("block0")
+    text = [getattr(item, "data", "") for item in shown]
+    assert "Answer" in text[0]                                   # the answer box comes first
+    assert "<strong>Figure 1.</strong>" in text[2] and "<strong>Table 1.</strong>" in text[3]
+    assert "largest |A" in text[3] and "dataset" in text[3]
+
+
+def test_numbers_read_well():
+    assert significant(7.95e-08) == "7.95 × 10⁻⁸" and signed(-0.0123456) == "−0.0123"
+    assert significant(71.234) == "71.2" and significant(float("nan")) == "—"
+    assert mean_std(4.0, 2.8284) == "4.0 ± 2.8" and mean_std(71.2345, 0.456) == "71.23 ± 0.46"
+    assert mean_std(4.0, 0.0) == "4.00" and mean_std(4.0, math.nan) == "4.00"  # never "± 0.00"
+    assert mean_std(-1.5, 0.25, sign=True) == "−1.50 ± 0.25"
+
+
+def test_over_seeds_gives_the_seed_to_seed_spread_of_each_group_mean():
+    """Each seed's mean over the group's rows first, then mean ± sample std over seeds."""
+    frame = pd.DataFrame({"model": ["A"] * 4 + ["B"] * 2, "seed": [1, 1, 2, 2, 1, 2],
+                          "x": [1.0, 3.0, 5.0, 7.0, 4.0, 4.0]})
+    table = over_seeds(frame, ["model"], ["x"]).set_index("model")
+    assert table.x.to_dict() == {"A": 4.0, "B": 4.0}
+    assert table.x_std["A"] == pytest.approx(np.std([2.0, 6.0], ddof=1)) and table.x_std["B"] == 0
+
+
+def test_constant_and_empty_columns_leave_the_table():
+    table = pd.DataFrame({"dataset": ["A", "B"], "seeds": [3, 3], "note": [None, None], "hm": [1.0, 2.0]})
+    kept, constant = informative(table)
+    assert list(kept.columns) == ["dataset", "hm"] and constant == {"seeds": 3}
