@@ -1,5 +1,4 @@
 """The analyses run end to end on a finished run and give tables with the expected identities."""
-import pandas as pd
 import pytest
 import torch
 
@@ -116,14 +115,3 @@ def test_dataset_summary_and_gallery(data_root):
     captions = [caption for _, caption in gallery]
     assert captions == ["Annual Crop Land (base)", "Highway or Road (base)", "Permanent Crop Land (novel)",
                         "Sea or Lake (novel)"]
-
-
-def test_over_seeds_gives_the_seed_to_seed_spread_of_each_group_mean():
-    """Each seed's mean over the group's rows first, then mean ± sample std over seeds."""
-    frame = pd.DataFrame({"model": ["A"] * 4 + ["B"] * 2, "seed": [1, 1, 2, 2, 1, 2],
-                          "x": [1.0, 3.0, 5.0, 7.0, 4.0, 4.0]})
-    table = analyses.over_seeds(frame, ["model"], ["x"])
-    # A: seed means 2 and 6 -> 4 ± std([2, 6]) = 2.83; B: 4 ± 0
-    assert table.x.to_dict() == {"A": "4.00 ± 2.83", "B": "4.00 ± 0.00"}
-    one_seed = analyses.over_seeds(frame[frame.seed == 1], ["model"], ["x"], digits=1)
-    assert one_seed.x.to_dict() == {"A": "2.0", "B": "4.0"}  # no spread to show with one seed

@@ -76,7 +76,7 @@ def test_one_command_runs_sweep_analyses_and_book(pipeline):
         assert not errors, f"{notebook.name}: {errors[0].ename}: {errors[0].evalue}"
         for cell in (c for c in nb.cells if c.cell_type == "code"):      # tagged for the book
             tags = cell.metadata["tags"]
-            assert ("hide-cell" if "injected-parameters" in tags else "hide-input") in tags, (notebook.name, tags)
+            assert {"hide-cell", "remove-input", "remove-cell"} & set(tags), (notebook.name, tags)
     claims = pd.read_csv(generated / "tables" / "claims.csv")
     assert {"C1", "C2", "C3", "C5", "C6"} <= set(claims.claim) and set(claims.dataset) == {"OxfordPets", "Average"}
     profile = json.loads((generated / "profile.json").read_text())
@@ -95,11 +95,14 @@ def test_one_command_runs_sweep_analyses_and_book(pipeline):
 @pytest.mark.slow
 def test_book_from_the_pipeline_in_browser(pipeline):
     require_browser()
-    report = check_in_browser(pipeline[3] / "_build" / "html")
+    # Screenshots at 1280 and 390 px stay with the run's files (pytest's temporary folder), not the repository.
+    report = check_in_browser(pipeline[3] / "_build" / "html", pipeline[0] / "screenshots")
     generated = {p["page"]: p for p in report["pages"] if p["page"].startswith("book/generated/")}
     assert "book/generated/distance_entropy.html" in generated
     for page, info in generated.items():            # a reader sees outputs; code opens on demand
         assert info["code"]["shown"] == 0, f"{page}: {info['code']['shown']} code cells shown in full"
+        if not page.endswith("attention_explorer.html"):   # the answer on the first screen (900 px)
+            assert info["answerTop"] is not None and info["answerTop"] < 900, (page, info["answerTop"])
     assert sum(info["code"]["inputs"] for info in generated.values()) > 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +45,7 @@ class Page:
     answer: str                                                   # HTML of the answer box
     shown: dict[str, Shown] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # written as <tables_dir>/<name>.csv
-    numbers: dict[str, str] = field(default_factory=dict)          # glued for the prose
+    numbers: dict[str, object] = field(default_factory=dict)       # glued for the prose (text, or Markdown)
 
     def figure(self, name: str, chart, caption: str) -> None:
         self.shown[name] = Shown(chart, caption, True)
@@ -104,9 +106,12 @@ def answer_box(lines: list[str]) -> str:
     return f'<div class="admonition tip answer-box"><p class="admonition-title">Answer</p>{items}</div>'
 
 
-def term(word: str, anchor: str | None = None) -> str:
-    """``word`` linked to its entry in the glossary."""
-    return f'<a href="{GLOSSARY}#term-{html.escape(anchor or word)}">{html.escape(word)}</a>'
+def term(word: str, entry: str | None = None) -> str:
+    """``word`` linked to the glossary's ``entry`` (default: the word), at the anchor Sphinx gives
+    a glossary term: "term-" and its ASCII letters and digits, other runs as "-"."""
+    slug = re.sub(r"[^a-z0-9]+", "-", unicodedata.normalize("NFKD", entry or word).encode("ascii", "ignore")
+                  .decode().lower()).strip("-")
+    return f'<a href="{GLOSSARY}#term-{slug}">{html.escape(word)}</a>'
 
 
 def verdict_badge(verdict: str) -> str:

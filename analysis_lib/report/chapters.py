@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 
 import altair as alt
-from IPython.display import HTML
+from IPython.display import HTML, Markdown
 import pandas as pd
 
 from . import charts
@@ -55,9 +55,10 @@ def datasets(experiment: Experiment, claims: pd.DataFrame) -> Page:
     page.numbers["n_datasets"] = str(len(summary))
     page.table("summary", summary, "Classes and images per dataset and split; masks: whether foreground "
                "masks come with the images.")
-    for s in splits:
-        page.table(f"gallery_{s.name}", charts.image_grid(analyses.dataset_gallery(s)),
-                   f"{s.name}: one test image per class, for up to twelve classes.")
+    page.figure("galleries", HTML("".join(f"<h3>{html.escape(s.name)}</h3>"
+                                          + charts.image_grid(analyses.dataset_gallery(s)).data for s in splits)),
+                "One test image per class, for up to twelve classes of each dataset, captioned with the class "
+                "name and its group (base or novel).")
     return page
 
 
@@ -82,7 +83,7 @@ def decomposition(experiment: Experiment, claims: pd.DataFrame) -> Page:
     for tower, row in last.iterrows():
         page.numbers[f"lambda_last_{tower}"] = mean_std(row["lambda"], row.lambda_std)
     lines = claim_answers(claims, ("C1",))
-    lines.append(f"In the last block, the original tokens keep a share {term('λ', 'lambda')} of "
+    lines.append(f"In the last block, the original tokens keep a share {term('λ', 'λ (lambda)')} of "
                  + " and ".join(f"{mean_std(r['lambda'], r.lambda_std)} ({t} tower)" for t, r in last.iterrows())
                  + " of each query's attention (mean ± std over seeds); the prompts take the rest.")
     page.answer = answer_box(lines)
@@ -438,7 +439,7 @@ def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
                     .resolve_scale(x="independent"),
                     "Every claim's effect per dataset and on average, with its 95 % interval; dashed: the claim's "
                     "margin (the claim holds on its side of it).")
-    page.numbers["verdict_rule"] = VERDICT_RULE
+    page.numbers["verdict_rule"] = Markdown(VERDICT_RULE)
     return page
 
 

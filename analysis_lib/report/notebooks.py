@@ -31,13 +31,11 @@ from ..study.execution import first_line, run_notebook
 
 log = logging.getLogger(__name__)
 
-# Chapters that read the per-run tables of every run and the claims table; the chapter that
-# explains one run; chapters built from the results table of all runs.
-STAGE_NOTEBOOKS = ("claims", "decomposition", "causal_ablation", "token_contributions", "cls_foreground",
-                   "eos_attention", "distance_entropy", "prompts_as_background", "bias_tuning")
-RUN_NOTEBOOKS = ("attention_explorer",)
-TABLE_NOTEBOOKS = ("results",)
-DATA_NOTEBOOKS = ("datasets",)  # chapters about the experiment's data, no run needed
+# The chapters (report/chapters.py, one notebook each) and the attention explorer, in book order.
+CHAPTER_NOTEBOOKS = ("datasets", "claims", "decomposition", "causal_ablation", "token_contributions",
+                     "cls_foreground", "eos_attention", "distance_entropy", "prompts_as_background",
+                     "bias_tuning", "results")
+EXPLORER_NOTEBOOK = "attention_explorer"
 DEMO_MODEL = "demo-clip"
 EXPLORER_IMAGES = 8  # test images per dataset in the attention explorer
 
@@ -47,21 +45,16 @@ class AnalysisError(RuntimeError):
 
 
 def notebook_parameters(experiment: Experiment, name: str, out_dir: Path) -> dict:
-    tables = str(out_dir / "tables")
-    if name in TABLE_NOTEBOOKS:
-        return {"runs_root": experiment.output_root, "tables_dir": tables}
-    if name in DATA_NOTEBOOKS:
-        return {"datasets": list(experiment.datasets), "data_root": experiment.data_root, "tables_dir": tables}
-    if name in STAGE_NOTEBOOKS:
-        return {"experiment": str(experiment.path), "tables_dir": tables}
-    a = experiment.analysis
-    params = {"runs_root": experiment.output_root, "dataset": a.dataset, "variant_name": a.variant_name,
-              "seed": a.seed, "data_root": experiment.data_root, "n_images": a.n_images, "tables_dir": tables}
-    if name == "attention_explorer":  # every dataset of the experiment, its data under the site's _static/
-        params = {"runs_root": experiment.output_root, "datasets": list(experiment.datasets),
-                  "variant_name": a.variant_name, "seed": a.seed, "data_root": experiment.data_root,
-                  "n_images": EXPLORER_IMAGES, "static_dir": str(out_dir / "_static")}
-    return params
+    """A chapter gets the experiment file and the tables folder (the datasets chapter also the data
+    root in use); the explorer every dataset's run of the analysed variant, its data under the
+    site's _static/."""
+    if name == EXPLORER_NOTEBOOK:
+        a = experiment.analysis
+        return {"runs_root": experiment.output_root, "datasets": list(experiment.datasets),
+                "variant_name": a.variant_name, "seed": a.seed, "data_root": experiment.data_root,
+                "n_images": EXPLORER_IMAGES, "static_dir": str(out_dir / "_static")}
+    params = {"experiment": str(experiment.path), "tables_dir": str(out_dir / "tables")}
+    return params | ({"data_root": experiment.data_root} if name == "datasets" else {})
 
 
 def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated", cwd: str | Path = ".",
@@ -71,7 +64,7 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
     and the claims table, then execute every analysis notebook; returns the executed notebooks."""
     if experiment.analysis is None:
         raise AnalysisError(f"{experiment.path} has no 'analysis' section naming the run to analyse "
-                            "(dataset, variant_name, seed, n_images)")
+                            "(variant_name, seed, n_images)")
     results = Path(cwd) / experiment.output_root / "results.csv"
     if not results.is_file():
         raise AnalysisError(f"{results} not found: run the sweep first "
@@ -82,7 +75,7 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
     claims = _write_if_changed(Path(cwd) / out_dir / "tables" / CLAIMS_TABLE,
                                experiment_claims(experiment).to_csv(index=False))
     written = []
-    for name in tqdm(DATA_NOTEBOOKS + STAGE_NOTEBOOKS + RUN_NOTEBOOKS + TABLE_NOTEBOOKS, desc="analyses"):
+    for name in tqdm(CHAPTER_NOTEBOOKS + (EXPLORER_NOTEBOOK,), desc="chapters"):
         params = notebook_parameters(experiment, name, out_dir)
         target = Path(cwd) / out_dir / f"{name}.ipynb"
         if not force and _up_to_date(target, params, results, claims):
@@ -109,15 +102,17 @@ def _up_to_date(target: Path, params: dict, *inputs: Path) -> bool:
 
 
 def tag_for_book(nb: nbformat.NotebookNode) -> None:
-    """Collapse every code cell's source (``hide-input``: the reader sees the outputs and can open
-    the code) and the whole of papermill's injected-parameters cell (``hide-cell``): the values a
-    page was computed with stay one click away, but no reader has to scroll past them."""
+    """A chapter's code is one library call and display calls: a reader gains nothing from it, so
+    every code cell's source is removed (``remove-input``; a cell without output goes whole,
+    ``remove-cell``), except papermill's injected-parameters cell, folded whole (``hide-cell``):
+    the values a page was computed with stay one click away."""
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         tags = cell.metadata.setdefault("tags", [])
-        tag = "hide-cell" if "injected-parameters" in tags else "hide-input"
-        if tag not in tags:
+        tag = ("hide-cell" if "injected-parameters" in tags else "remove-input" if cell.get("outputs")
+               else "remove-cell")
+        if not {"hide-cell", "remove-input", "remove-cell"} & set(tags):
             tags.append(tag)
 
 

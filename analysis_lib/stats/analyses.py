@@ -1,6 +1,7 @@
 """The paper's analyses, each a function from a finished run to small tidy tables.
 
-Notebooks call these and show the tables; every statistic itself is computed in
+The analyses stage (``per_run.py``) calls these; the chapters (``report/chapters.py``) read
+their tables back; every statistic itself is computed in
 ``attention_stats.py`` (attention), ``relevance.py`` / ``rollout.py`` (contributions) or
 ``causal.py`` (ablations).
 """
@@ -18,7 +19,6 @@ from .collect import collect
 from ..model.prompted import PromptedCLIP, build_model
 from .relevance import token_relevance
 from .rollout import attention_rollout, rollout_row
-from ..files import write_text_atomic
 from ..study.run_folder import LoadedRun, load_run
 from ..model.prompted import TOKEN_TYPES
 from .attention_stats import (WITH_PROMPT, WITHOUT_PROMPT, AttentionStatistics, DecompositionStatistics,
@@ -29,11 +29,6 @@ def open_run(runs_root: str, dataset: str, variant_name: str, seed: int, data_ro
              device: str = "auto") -> LoadedRun:
     """The finished run ``<runs_root>/<dataset>/<variant_name>/seed<seed>`` (the sweep's layout)."""
     return load_run(Path(runs_root) / dataset / variant_name / f"seed{seed}", device, data_root)
-
-
-def save_table(table: pd.DataFrame, tables_dir: str, name: str) -> Path:
-    """Write an analysis table as CSV (atomically): the book's figures and numbers read these."""
-    return write_text_atomic(Path(tables_dir) / f"{name}.csv", table.to_csv(index=False))
 
 
 # The zero-shot reference of the figures uses the words IVLP's text prompts start from, so that
@@ -317,35 +312,3 @@ def foreground_share(run: LoadedRun, model: PromptedCLIP, limit: int | None) -> 
                                             "share": share.flatten().cpu().numpy()}))
         first += len(images)
     return pd.concat(tables, ignore_index=True)
-
-
-# ------------------------------------------------------------------ 7. results tables
-def variant_comparison(results: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: base / novel / HM and the learned-parameter count per dataset and variant."""
-    columns = ["dataset", "variant_name", "n_trainable", "base_mean", "novel_mean", "hm", "n_seeds"]
-    return results[columns].rename(columns={"base_mean": "base", "novel_mean": "novel"}).round(2)
-
-
-def mean_std(mean: float, std: float, digits: int = 2) -> str:
-    """One "mean ± std" cell (the mean alone where there is no spread, e.g. a single seed)."""
-    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def over_seeds(frame: pd.DataFrame, by: list[str], values: list[str], digits: int = 2) -> pd.DataFrame:
-    """Each ``by`` group's mean ± std over seeds, as "mean ± std" cells: a chapter's summary numbers
-    with their spread. Each seed's mean comes first (over datasets, blocks, heads... within the
-    group), so the std is the seed-to-seed spread of the number shown."""
-    per_seed = frame.groupby([*by, "seed"], sort=False)[values].mean()
-    agg = per_seed.groupby(level=list(range(len(by))), sort=False).agg(["mean", "std"])
-    return pd.DataFrame({v: [mean_std(m, s, digits) for m, s in zip(agg[(v, "mean")], agg[(v, "std")])]
-                         for v in values}, index=agg.index)
-
-
-def formatted_results(results: pd.DataFrame) -> pd.DataFrame:
-    """The results table with "mean ± std" cells (std over seeds; blank for a single seed)."""
-    return pd.DataFrame({
-        "dataset": results.dataset, "variant": results.variant_name, "seeds": results.n_seeds,
-        "base": [mean_std(m, s) for m, s in zip(results.base_mean, results.base_std)],
-        "novel": [mean_std(m, s) for m, s in zip(results.novel_mean, results.novel_std)],
-        "HM": [mean_std(m, s) for m, s in zip(results.hm, results.hm_std)],
-        "learned parameters": results.n_trainable})

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from .execution import dask_client, first_line, output_lock, run_notebook
 from .experiment import Run, hashed_config
 from .run_record import METRICS_FILE, is_complete, run_folder
-from ..files import FileContentError, read_json, write_text_atomic
+from ..files import read_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@
 //   change when a control moves (block, head, text head, image, mean over heads, raw / rollout,
 //   dataset);
 // and, per page, every file loaded before any control moved (firstLoad) and after (laterLoads).
-// Per page it also counts the code cells' inputs and how many of them a reader sees unopened.
+// Per page it also counts the code cells' inputs and how many of them a reader sees unopened, and
+// where the chapter's answer box starts.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -236,6 +237,12 @@ async function visit(url) {
   info.code = await page.evaluate(() => {
     const inputs = [...document.querySelectorAll(".cell_input")];
     return { inputs: inputs.length, shown: inputs.filter((el) => el.checkVisibility()).length };
+  });
+
+  // Where a chapter's answer box starts (px from the top of the page; null: the page has none).
+  info.answerTop = await page.evaluate(() => {
+    const box = document.querySelector(".answer-box");
+    return box ? Math.round(box.getBoundingClientRect().top + window.scrollY) : null;
   });
 
   info.math = await page.locator(".math").count();
