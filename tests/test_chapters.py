@@ -159,6 +159,20 @@ def test_open_page_writes_the_tables_and_shows_the_answer(study, tmp_path, monke
     assert "largest |A" in text[3] and "dataset" in text[3]
 
 
+def test_a_claims_answer_states_the_average_and_each_dataset():
+    from analysis_lib.report.chapter import claim_answer
+    from analysis_lib.stats.claims import CLAIMS
+    rows = [("A", 1.05, 0.9, 1.2, "supported"), ("B", -1.02, -1.2, -0.8, "contradicted"),
+            (AVERAGE, 0.015, -2.0, 2.0, "inconclusive")]
+    table = pd.DataFrame([{"claim": "C6", "statement": CLAIMS["C6"].statement, "dataset": d, "effect": e, "low": lo,
+                           "high": hi, "n": 4, "unit": "seeds", "verdict": v} for d, e, lo, hi, v in rows])
+    text = claim_answer(table, "C6")
+    assert text.startswith(f"<strong>{CLAIMS['C6'].statement}</strong> (C6)") and "averaged over the datasets" in text
+    assert "+0.0150 (95 % interval −2.00 to +2.00)" in text and "over 4 seeds" in text
+    assert "A <span" in text and ">supported<" in text and "B <span" in text and ">contradicted<" in text
+    assert claim_answer(table, "C2") is None
+
+
 def test_numbers_read_well():
     assert significant(7.95e-08) == "7.95 × 10⁻⁸" and signed(-0.0123456) == "−0.0123"
     assert significant(71.234) == "71.2" and significant(float("nan")) == "—"

@@ -8,7 +8,7 @@ from scipy import stats
 
 from analysis_lib.stats import claims
 from analysis_lib.stats.claims import (AVERAGE, CLAIMS, MIXED, NOT_SUPPORTED, SUPPORTED, TOO_FEW, claim_samples,
-                                       claims_table, signed, verdict)
+                                       claims_table, verdict)
 
 
 def samples(claim, values_by_dataset):
@@ -102,15 +102,3 @@ def test_effects_from_hand_built_tables():
     assert effect["C4r"] == pytest.approx((0.75 - 0.25) - (0.25 - 0.75))  # shares of the total relevance
     assert effect["C5"] == pytest.approx(0.1)
     assert effect["C6"] == pytest.approx(74 - 70)                      # bias_both: 1536 is closest to 2304
-
-
-def test_answer_states_the_average_and_each_dataset():
-    table = claims_table(samples("C6", {"A": [1.0, 1.2, 1.1, 0.9], "B": [-1.0, -1.2, -0.8, -1.1]}))
-    text = claims.answer(table, "C6")
-    assert text.startswith("C6 (") and "**mixed** averaged over the datasets" in text
-    assert "Per dataset: A supported (+1.05); B not supported (−1.02)." in text
-    assert claims.answer(table, "C2") == "C2: not measured in this experiment."
-
-
-def test_signed_numbers_use_a_true_minus():
-    assert signed(-1.2) == "−1.2" and signed(0.35) == "+0.35" and "−−" not in signed(-1.2)
