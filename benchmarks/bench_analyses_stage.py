@@ -1,4 +1,4 @@
-"""The analyses stage on one finished run: time per table, its ratio to the run's training time,
+"""The per-run stage on one finished run: time per table, its ratio to the run's training time,
 and the peak memory for 8 against 64 images (each size in a fresh process, so peaks do not mix).
 
 Usage: python benchmarks/bench_analyses_stage.py RUN_FOLDER [--threads 2]

@@ -6,7 +6,7 @@ training precision, batch size and eval batch size, its ivlp variant:
     open_clip's own forward+backward on the same batch (100 classes, full 77-token prompts); at
     1000 classes, the ratio of the step with the text tower by length to one padded to the longest;
   * evaluation throughput (image tower, no gradients) at the eval batch size;
-  * the analyses stage (decomposition, attention statistics, token contributions) on 64 images;
+  * the per-run stage (decomposition, attention statistics, token contributions) on 64 images;
   * the JPEG decode + augmentation rate of the loader workers beside the rate training consumes;
   * peak GPU memory (on the CPU: the process's peak resident memory);
   * the projected device hours of the experiment (analysis_lib/study/cost.py says how).

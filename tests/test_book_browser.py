@@ -264,7 +264,7 @@ def test_book_offline_charts_render_and_explorer_responds(browser, tmp_path):
     assert kinds == ["attention_explorer", "distance_entropy", "wide"]
     wide = next(c for c in explorer["charts"] if c["kind"] == "wide")
     assert 0 < wide["width"] < 1600 and wide["overflow"] <= 1     # scaled down into the column
-    assert explorer["code"] == {"inputs": 1, "shown": 0}         # only the parameters' values, folded
+    assert explorer["code"] == {"inputs": 0, "shown": 0}         # no code on the page
     check_explorer(explorer, html)
     assert by_page[f"{GENERATED}/{WIDGET_PAGE}.html"]["widgets"] == 1
     assert by_page["book/method.html"]["math"] > 10
@@ -284,8 +284,7 @@ def test_built_book_in_browser(browser):
 
 
 def test_executed_notebooks_are_tagged_for_the_book():
-    """Code leaves the page (a cell without output whole), papermill's injected cell folds whole,
-    text stays; twice is once."""
+    """Code leaves the page (a cell without output whole), text stays; twice is once."""
     shown = nbformat.v4.new_code_cell("page.show('table')", outputs=[nbformat.v4.new_output("stream", text="x")])
     cells = [nbformat.v4.new_markdown_cell("# A chapter"),
              nbformat.v4.new_code_cell("n_images = 4", metadata={"tags": ["parameters"]}),
@@ -294,4 +293,4 @@ def test_executed_notebooks_are_tagged_for_the_book():
     tag_for_book(nb)
     tag_for_book(nb)
     assert [c.metadata.get("tags") for c in nb.cells] == [
-        None, ["parameters", "remove-cell"], ["injected-parameters", "hide-cell"], ["remove-input"]]
+        None, ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], ["remove-input"]]

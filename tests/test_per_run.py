@@ -88,7 +88,7 @@ def test_a_killed_task_is_redone_from_where_it_stopped(experiment, monkeypatch):
     monkeypatch.setitem(per_run.TABLES, "causal_ablation", per_run.PerRunTable(
         "causal_ablation", lambda run, n: 1 / 0))
     (folder / per_run.TABLES_DIR / per_run.MANIFEST).write_text("{}")
-    with pytest.raises(per_run.AnalysesStageError, match="OxfordPets/ivlp/seed1: ZeroDivisionError"):
+    with pytest.raises(per_run.PerRunStageError, match="OxfordPets/ivlp/seed1: ZeroDivisionError"):
         per_run.run_stage(experiment, workers=0)
     recorded = json.loads((folder / per_run.TABLES_DIR / per_run.MANIFEST).read_text())
     assert set(recorded) == set(names[:killed])

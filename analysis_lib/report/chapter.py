@@ -21,10 +21,10 @@ from IPython.display import HTML, display
 from . import charts
 from .numbers import informative, signed
 from ..files import write_text_atomic
+from ..study.aggregate import AVERAGE  # the row over datasets, of the results and the claims table alike
 from ..study.experiment import Experiment, load_experiment
 
 CLAIMS_TABLE = "claims.csv"  # written by the analyses command into the tables folder
-AVERAGE = "Average"          # the claims table's row over datasets
 GLOSSARY = "../glossary.html"  # from a generated page (book/generated/) to the glossary (book/)
 LONG_TABLE = 12              # rows: a longer table opens on demand
 

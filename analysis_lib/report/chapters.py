@@ -28,13 +28,47 @@ def _empty(what: str) -> Page:
                             "have the tables this chapter reads."]))
 
 
+def _open(experiment: Experiment, claims: pd.DataFrame, table: str, claim_ids: tuple[str, ...]
+          ) -> tuple[Page, pd.DataFrame]:
+    """A claim's chapter: its answer box from the claims table, and the analysed variant's per-run
+    table ``table``."""
+    return (Page(answer_box(claim_answers(claims, claim_ids))),
+            analysed(experiment, per_run.load_table(experiment, table)))
+
+
+def _per_block(frame: pd.DataFrame, y: str, title: str, colour_field: str, colours: list[str],
+               domain: list[float] | None = None) -> alt.LayerChart:
+    """``y`` (from ``over_seeds``) per block, a line per ``colour_field`` value, bars ± its std over seeds."""
+    base = alt.Chart(frame.assign(low=frame[y] - frame[f"{y}_std"].fillna(0), high=frame[y] + frame[f"{y}_std"].fillna(0)))
+    scale = alt.Scale(domain=domain) if domain else alt.Scale(zero=False)
+    return (base.mark_line(point=True).encode(
+        x=alt.X("block:O", title="block"), y=alt.Y(f"{y}:Q", title=title, scale=scale),
+        color=charts.colour(colour_field, colours, colour_field),
+        tooltip=[colour_field, "block", alt.Tooltip(f"{y}:Q", format=".3f"), alt.Tooltip(f"{y}_std:Q", format=".2g")])
+        + base.mark_errorbar().encode(x="block:O", y=alt.Y("low:Q", title=title, scale=scale), y2="high:Q",
+                                      color=charts.colour(colour_field, colours, legend=False))
+    ).properties(width=charts.PHONE_WIDTH - 40, height=H)
+
+
+def _stacked(frame: pd.DataFrame, y: str, title: str, colour: alt.Color, row: str) -> alt.FacetChart:
+    """``y`` per block, a line per colour, one panel per ``row`` value, panels stacked (a phone's width)."""
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("block:O", title="block"), y=alt.Y(f"{y}:Q", title=title), color=colour,
+        tooltip=[c for c in frame.columns if c != y] + [alt.Tooltip(f"{y}:Q", format=".3g")]).properties(
+        width=charts.PHONE_WIDTH - 40, height=H).facet(row=alt.Row(f"{row}:N", title=None))
+
+
 def _strip(frame: pd.DataFrame, x: str, x_title: str, y: str, colour_field: str, colours: list[str],
            tooltip: list[str], sort: list[str] | None = None) -> alt.Chart:
     """One dot per seed (and per row of ``frame``), categories down the side."""
     return alt.Chart(frame).mark_circle(size=60, opacity=0.8).encode(
         x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(zero=False)),
         y=alt.Y(f"{y}:N", sort=sort, title=None), color=charts.colour(colour_field, colours),
-        tooltip=tooltip).properties(width=charts.PHONE_WIDTH - 100, height=alt.Step(22))
+        tooltip=tooltip).properties(width=charts.PHONE_WIDTH - 140, height=alt.Step(22))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # --------------------------------------------------------------------------- the datasets
@@ -64,6 +98,7 @@ def datasets(experiment: Experiment, claims: pd.DataFrame) -> Page:
 
 # --------------------------------------------------------------------------- decomposition
 LAMBDA, TOKEN_PART, PROMPT_PART = "lambda", "token_part_norm", "prompt_part_norm"
+LAMBDA_TITLE = "λ (share kept by original tokens)"
 PART_WORDS = {TOKEN_PART: "token part (λ × attention over the original tokens)",
               PROMPT_PART: "prompt part ((1 − λ) × bias term)"}
 
@@ -87,16 +122,8 @@ def decomposition(experiment: Experiment, claims: pd.DataFrame) -> Page:
                  + " and ".join(f"{mean_std(r['lambda'], r.lambda_std)} ({t} tower)" for t, r in last.iterrows())
                  + " of each query's attention (mean ± std over seeds); the prompts take the rest.")
     page.answer = answer_box(lines)
-    line = alt.Chart(per_block.assign(low=per_block["lambda"] - per_block.lambda_std.fillna(0),
-                                      high=per_block["lambda"] + per_block.lambda_std.fillna(0)))
-    chart = (line.mark_line(point=True).encode(
-        x=alt.X("block:O", title="block"), y=alt.Y("lambda:Q", title="λ (share kept by the original tokens)",
-                                                  scale=alt.Scale(domain=[0, 1])),
-        color=charts.colour("tower", ["vision", "text"], "tower"),
-        tooltip=["tower", "block", alt.Tooltip("lambda:Q", format=".3f"), alt.Tooltip("lambda_std:Q", format=".2g")])
-        + line.mark_errorbar().encode(x="block:O", y="low:Q", y2="high:Q",
-                                      color=charts.colour("tower", ["vision", "text"], legend=False))
-        + charts.reference_rule(1.0, "no prompts: λ = 1", "y")).properties(width=charts.PHONE_WIDTH - 40, height=H)
+    chart = alt.layer(_per_block(per_block, "lambda", LAMBDA_TITLE, "tower", ["vision", "text"], [0, 1]),
+                      charts.reference_rule(1.0, "no prompts: λ = 1", "y"))
     page.figure("lambda", chart, "λ per block, averaged over the analysed runs' datasets, heads and original-token "
                 "queries; bars: ± std over seeds.")
     block0 = analysed(experiment, per_run.load_table(experiment, "block0"))
@@ -110,12 +137,9 @@ def decomposition(experiment: Experiment, claims: pd.DataFrame) -> Page:
     norms = table[table.statistic != LAMBDA].groupby(["tower", "block", "statistic"], as_index=False).value.mean()
     norms = norms.assign(part=norms.statistic.map(PART_WORDS))
     page.tables["part_norms"] = norms
-    page.figure("norms", alt.Chart(norms).mark_line(point=True).encode(
-        x=alt.X("block:O", title="block"), y=alt.Y("value:Q", title="mean L2 norm"),
-        color=alt.Color("part:N", title=None, legend=alt.Legend(orient="top", direction="vertical"),
-                        scale=alt.Scale(range=[charts.COLOURS["W/O"], charts.COLOURS["W"]])),
-        tooltip=["tower", "block", "part", alt.Tooltip("value:Q", format=".3g")]).properties(
-        width=charts.PHONE_WIDTH - 40, height=H).facet(row=alt.Row("tower:N", title=None)),
+    page.figure("norms", _stacked(norms.drop(columns="statistic"), "value", "mean L2 norm", alt.Color(
+        "part:N", title=None, legend=alt.Legend(orient="top", direction="vertical"),
+        scale=alt.Scale(range=[charts.COLOURS["W/O"], charts.COLOURS["W"]])), "tower"),
         "Norms of the two parts of each attention output, per block (mean over datasets, seeds and heads).")
     return page
 
@@ -126,26 +150,24 @@ CAUSAL_CLAIMS = ("C3", "C3v", "C3t", "C3d", "C3m")
 
 def causal_ablation(experiment: Experiment, claims: pd.DataFrame) -> Page:
     """Accuracy with the bias term, the rescaling or both removed (C3 and its readings)."""
-    causal = analysed(experiment, per_run.load_table(experiment, "causal_ablation"))
+    page, causal = _open(experiment, claims, "causal_ablation", CAUSAL_CLAIMS)
     if causal.empty:
-        return _empty("causal-test tables")
+        return page
     keys = [c for c in ("form", "ablation", "tower") if c in causal.columns]
     summary = over_seeds(causal, keys, ["base", "novel", "hm"])
-    page = Page(answer_box(claim_answers(claims, CAUSAL_CLAIMS)))
     page.tables["causal_ablation"] = causal
     page.tables["causal_summary"] = summary
     page.table("summary", with_spread(summary, ["base", "novel", "hm"]).rename(columns={"hm": "HM"}),
                "Accuracy (%) on the base and novel test classes and their harmonic mean, averaged over datasets; "
                "mean ± std over seeds.")
     as_trained = causal[causal.ablation == "as trained"].hm.mean()
-    strip = causal.assign(case=causal.ablation + " · " + causal.form)
-    order = list(dict.fromkeys(strip.case))
-    chart = alt.layer(_strip(strip, "hm", "harmonic mean (%)", "case", "ablation", list(dict.fromkeys(causal.ablation)),
-                             ["dataset", "seed", "ablation", "form", "base", "novel", "hm"], order),
+    ablations = list(dict.fromkeys(causal.ablation))
+    chart = alt.layer(_strip(causal, "hm", "harmonic mean (%)", "ablation", "form", list(dict.fromkeys(causal.form)),
+                             ["dataset", "seed", "ablation", "form", "base", "novel", "hm"], ablations),
                       charts.reference_rule(as_trained, "as trained"))
     page.figure("hm", charts.dataset_picker(chart, list(experiment.datasets)),
-                "HM per ablation on one dataset (pick it above); one dot per seed; dashed: as trained, mean over "
-                "datasets and seeds.")
+                "HM per ablation on one dataset (pick it above), in both forms; one dot per seed; dashed: as "
+                "trained, mean over datasets and seeds.")
     page.numbers["hm_as_trained"] = significant(as_trained)
     return page
 
@@ -153,8 +175,7 @@ def causal_ablation(experiment: Experiment, claims: pd.DataFrame) -> Page:
 # --------------------------------------------------------------------------- token contributions
 def token_contributions(experiment: Experiment, claims: pd.DataFrame) -> Page:
     """Relevance (and rollout) per token type, on the images prompting fixes (C4r)."""
-    contributions = analysed(experiment, per_run.load_table(experiment, "contributions"))
-    page = Page(answer_box(claim_answers(claims, ("C4r",))))
+    page, contributions = _open(experiment, claims, "contributions", ("C4r",))
     if contributions.empty:
         page.numbers["n_explained"] = "0"
         return page
@@ -180,23 +201,15 @@ def token_contributions(experiment: Experiment, claims: pd.DataFrame) -> Page:
 # --------------------------------------------------------------------------- [CLS] and the foreground
 def cls_foreground(experiment: Experiment, claims: pd.DataFrame) -> Page:
     """The foreground share of [CLS] attention per reading and block (C2)."""
-    share = analysed(experiment, per_run.load_table(experiment, "foreground_share"))
-    page = Page(answer_box(claim_answers(claims, ("C2",))))
+    page, share = _open(experiment, claims, "foreground_share", ("C2",))
     if share.empty:
         return page
     masked = [d for d in experiment.datasets if d in set(share.dataset)]
     page.numbers["masked_datasets"] = ", ".join(masked)
     per_block = over_seeds(share, ["reading", "block"], ["share"])
     page.tables["cls_foreground"] = per_block
-    line = alt.Chart(per_block.assign(low=per_block.share - per_block.share_std.fillna(0),
-                                      high=per_block.share + per_block.share_std.fillna(0)))
-    colour = charts.colour("reading", list(READINGS), "reading")
-    page.figure("per_block", (line.mark_line(point=True).encode(
-        x=alt.X("block:O", title="block"), y=alt.Y("share:Q", title="foreground share of [CLS] attention"),
-        color=colour, tooltip=["reading", "block", alt.Tooltip("share:Q", format=".3f")])
-        + line.mark_errorbar().encode(x="block:O", y="low:Q", y2="high:Q",
-                                      color=charts.colour("reading", list(READINGS), legend=False))
-    ).properties(width=charts.PHONE_WIDTH - 40, height=H),
+    page.figure("per_block", _per_block(per_block, "share", "foreground share of [CLS] attention", "reading",
+                                        list(READINGS)),
         f"Share of the [CLS] query's attention on foreground patches per block, over {', '.join(masked)} "
         "(mean over datasets, heads and images; bars: ± std over seeds).")
     return page
@@ -219,11 +232,8 @@ def eos_attention(experiment: Experiment, claims: pd.DataFrame) -> Page:
                "Share of the [EOS] query's attention on each token type, averaged over datasets, blocks and heads; "
                "mean ± std over seeds.")
     per_block = eos.groupby(["model", "token_type", "block"], as_index=False).attention.mean()
-    page.figure("per_block", alt.Chart(per_block).mark_line(point=True).encode(
-        x=alt.X("block:O", title="block"), y=alt.Y("attention:Q", title="[EOS] attention share"),
-        color=alt.Color("token_type:N", title="token type", legend=alt.Legend(orient="top", columns=3)),
-        tooltip=["model", "token_type", "block", alt.Tooltip("attention:Q", format=".3f")]).properties(
-        width=charts.PHONE_WIDTH - 40, height=H).facet(row=alt.Row("model:N", title=None)),
+    page.figure("per_block", _stacked(per_block, "attention", "[EOS] attention share", alt.Color(
+        "token_type:N", title="token type", legend=alt.Legend(orient="top", columns=3)), "model"),
         "[EOS] attention per token type and block, CLIP against the prompted model (mean over datasets, seeds, "
         "heads).")
     return page
@@ -264,8 +274,7 @@ def distance_entropy(experiment: Experiment, claims: pd.DataFrame) -> Page:
 # --------------------------------------------------------------------------- prompts as background
 def prompts_as_background(experiment: Experiment, claims: pd.DataFrame) -> Page:
     """Similarity of the vision prompts' keys and values to foreground and background patches (C5)."""
-    background = analysed(experiment, per_run.load_table(experiment, "background_similarity"))
-    page = Page(answer_box(claim_answers(claims, ("C5",))))
+    page, background = _open(experiment, claims, "background_similarity", ("C5",))
     if background.empty:
         return page
     page.tables["prompts_as_background"] = background
@@ -277,11 +286,8 @@ def prompts_as_background(experiment: Experiment, claims: pd.DataFrame) -> Page:
     per_block = background.melt(id_vars=["dataset", "seed", "block", "head", "feature"],
                                 value_vars=["foreground", "background"], var_name="patches", value_name="similarity")
     per_block = per_block.groupby(["feature", "patches", "block"], as_index=False).similarity.mean()
-    page.figure("per_block", alt.Chart(per_block).mark_line(point=True).encode(
-        x=alt.X("block:O", title="block"), y=alt.Y("similarity:Q", title="cosine similarity"),
-        color=charts.colour("patches", ["foreground", "background"], "patches"),
-        tooltip=["feature", "patches", "block", alt.Tooltip("similarity:Q", format=".3f")]).properties(
-        width=charts.PHONE_WIDTH - 40, height=H).facet(row=alt.Row("feature:N", title=None)),
+    page.figure("per_block", _stacked(per_block, "similarity", "cosine similarity", charts.colour(
+        "patches", ["foreground", "background"], "patches"), "feature"),
         "Similarity of the prompts to foreground and background patches per block (mean over datasets, seeds, "
         "heads).")
     return page
@@ -407,7 +413,7 @@ def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
         rows.append({
             "claim": f"<strong>{claim_id}</strong> {html.escape(claim.statement)}",
             "measure": html.escape(claim.effect) + f"; holds {claim.side} {significant(claim.margin)}",
-            "data": f"{len(per_dataset.drop(index=AVERAGE, errors='ignore'))} datasets, {summary.n} "
+            "data": f"{_count(len(per_dataset.drop(index=AVERAGE, errors='ignore')), 'dataset')}, {summary.n} "
                     f"{html.escape(str(summary.unit))}",
             "effect (95 % interval)": interval_text(summary),
             "verdict": "<br>".join(f"{html.escape(str(d))}: {verdict_badge(r.verdict)}" for d, r in per_dataset.iterrows()),

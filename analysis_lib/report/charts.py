@@ -54,8 +54,16 @@ COLOURS = {
     "inconclusive": "#f9a825", "mixed": "#f9a825", "heterogeneous": "#8e24aa", "too few samples": "#9e9e9e",
     "zeroshot": "#4c78a8", "ivlp": "#e45756", "text": "#f58518", "vision": "#54a24b", "bias": "#b279a2",
     "coop": "#9d755d", "foreground": "#e45756", "background": "#9e9e9e",
+    "all blocks": "#4c78a8", "below prompt depth": "#f58518",
 }
 REFERENCE_COLOUR = "#555555"  # reference lines: margins, chance, zero-shot, as trained
+# Type sizes of every chart (vega's default is 10-11 px, below the book's 10 px floor as soon as a
+# phone scales a chart down at all); the renderer adds them where a chart sets none of its own.
+FONT_PX = 13
+BOOK_CONFIG = {"axis": {"labelFontSize": FONT_PX, "titleFontSize": FONT_PX},
+               "legend": {"labelFontSize": FONT_PX, "titleFontSize": FONT_PX},
+               "header": {"labelFontSize": FONT_PX, "titleFontSize": FONT_PX},
+               "title": {"fontSize": FONT_PX + 1}, "text": {"fontSize": FONT_PX - 1}}
 
 
 class ChartDataError(ValueError):
@@ -67,9 +75,13 @@ class ChartDataError(ValueError):
 def chart_html(spec: Mapping) -> str:
     """A ``<div>`` plus the script that embeds ``spec`` into it with the page's vegaEmbed.
 
+    The book's type sizes (``BOOK_CONFIG``) fill in what the spec's own config leaves out.
     ``spec["usermeta"]["book_chart"]``, when present, is copied to the div's
     ``data-book-chart`` attribute, so that tests can find a chart of a given kind.
     """
+    spec = {**spec, "config": {part: {**sizes, **spec.get("config", {}).get(part, {})}
+                               for part, sizes in BOOK_CONFIG.items()} | {
+        k: v for k, v in spec.get("config", {}).items() if k not in BOOK_CONFIG}}
     div_id = f"book-chart-{uuid.uuid4().hex}"
     kind = html.escape(str(spec.get("usermeta", {}).get("book_chart", "chart")), quote=True)
     # "</script>" inside the JSON would end the script early; "<" only occurs inside JSON strings,
@@ -183,7 +195,7 @@ def reference_rule(value: float, label: str, axis: str = "x") -> alt.LayerChart:
     base = alt.Chart(frame)
     rule = base.mark_rule(color=REFERENCE_COLOUR, strokeDash=[4, 3]).encode(**{axis: "value:Q"})
     text = base.mark_text(align="left", dx=3, dy=-4 if axis == "y" else 0, baseline="bottom" if axis == "y" else "top",
-                          color=REFERENCE_COLOUR, fontSize=11).encode(
+                          color=REFERENCE_COLOUR).encode(
         **{axis: "value:Q"}, text="label:N", **({"y": alt.value(0)} if axis == "x" else {"x": alt.value(0)}))
     return rule + text
 

@@ -1,13 +1,13 @@
-"""The analyses of an experiment, executed into the book: the per-run tables (the analyses stage,
-``stats/per_run.py``), the claims table, one notebook per chapter, and the profile that tells the
-reader which model and data the numbers come from.
+"""The ``analyses`` command: the per-run stage (``stats/per_run.py``), the claims table, then one
+notebook per chapter (each a call of its function in ``chapters.py``) executed into the book,
+and the profile that tells the reader which model and data the numbers come from.
 
 Each notebook is executed by papermill into ``book/generated/<name>.ipynb`` (via a temporary
 file, so a failed analysis never leaves a page that looks finished). A notebook whose executed
 copy is newer than the experiment's results and its claims table, with the same parameters, is
 not run again; the claims table is rewritten only when it changes.
-The executed copy is tagged for Jupyter Book (`tag_for_book`): the page shows outputs with
-each code cell collapsed, so the templates stay free of presentation tags.
+The executed copy is tagged for Jupyter Book (`tag_for_book`): the page shows outputs and no
+code, so the templates stay free of presentation tags.
 """
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ DEMO_MODEL = "demo-clip"
 EXPLORER_IMAGES = 8  # test images per dataset in the attention explorer
 
 
-class AnalysisError(RuntimeError):
-    """An analysis notebook failed; the message names it and where its partial output is."""
+class ChapterError(RuntimeError):
+    """A chapter cannot be written (no analysis section, no results, or its notebook failed); the
+    message names the fix, or the chapter and where its partial output is."""
 
 
 def notebook_parameters(experiment: Experiment, name: str, out_dir: Path) -> dict:
@@ -63,11 +64,11 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
     """Compute the per-run tables (``workers``, ``scheduler``, ``threads``: see ``per_run.run_stage``)
     and the claims table, then execute every analysis notebook; returns the executed notebooks."""
     if experiment.analysis is None:
-        raise AnalysisError(f"{experiment.path} has no 'analysis' section naming the run to analyse "
+        raise ChapterError(f"{experiment.path} has no 'analysis' section naming the run to analyse "
                             "(variant_name, seed, n_images)")
     results = Path(cwd) / experiment.output_root / "results.csv"
     if not results.is_file():
-        raise AnalysisError(f"{results} not found: run the sweep first "
+        raise ChapterError(f"{results} not found: run the sweep first "
                             f"(python -m analysis_lib sweep {experiment.path})")
     out_dir = Path(out_dir)
     (Path(cwd) / out_dir).mkdir(parents=True, exist_ok=True)
@@ -102,18 +103,15 @@ def _up_to_date(target: Path, params: dict, *inputs: Path) -> bool:
 
 
 def tag_for_book(nb: nbformat.NotebookNode) -> None:
-    """A chapter's code is one library call and display calls: a reader gains nothing from it, so
-    every code cell's source is removed (``remove-input``; a cell without output goes whole,
-    ``remove-cell``), except papermill's injected-parameters cell, folded whole (``hide-cell``):
-    the values a page was computed with stay one click away."""
+    """A chapter's code is one library call and display calls, its parameters the experiment file
+    the page's profile box names: a reader gains nothing from either, so every code cell's source
+    leaves the page (``remove-input``), a cell without output whole (``remove-cell``)."""
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         tags = cell.metadata.setdefault("tags", [])
-        tag = ("hide-cell" if "injected-parameters" in tags else "remove-input" if cell.get("outputs")
-               else "remove-cell")
-        if not {"hide-cell", "remove-input", "remove-cell"} & set(tags):
-            tags.append(tag)
+        if not {"remove-input", "remove-cell"} & set(tags):
+            tags.append("remove-input" if cell.get("outputs") else "remove-cell")
 
 
 def _execute(template: Path, target: Path, params: dict, cwd) -> None:
@@ -121,7 +119,7 @@ def _execute(template: Path, target: Path, params: dict, cwd) -> None:
     try:
         run_notebook(template, partial, params, cwd)
     except Exception as err:
-        raise AnalysisError(f"analysis {template.stem} failed: {first_line(err)}; "
+        raise ChapterError(f"chapter {template.stem} failed: {first_line(err)}; "
                             f"its partial output is {partial}") from err
     nb = nbformat.read(partial, as_version=4)
     tag_for_book(nb)

@@ -1,6 +1,6 @@
 """The paper's analyses, each a function from a finished run to small tidy tables.
 
-The analyses stage (``per_run.py``) calls these; the chapters (``report/chapters.py``) read
+The per-run stage (``per_run.py``) calls these; the chapters (``report/chapters.py``) read
 their tables back; every statistic itself is computed in
 ``attention_stats.py`` (attention), ``relevance.py`` / ``rollout.py`` (contributions) or
 ``causal.py`` (ablations).

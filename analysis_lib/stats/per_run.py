@@ -1,4 +1,5 @@
-"""The analyses stage: every per-run analysis table of an experiment, one Dask task per run.
+"""The per-run stage: every per-run table of an experiment, one Dask task per run (the first step
+of the ``analyses`` command; the claims table and the chapters come after it).
 
 Each table is a function of a finished run (``PerRunTable``, in the registry ``TABLES``) that
 applies to some variant kinds (ivlp everywhere; text and vision prompts where a statistic compares
@@ -6,8 +7,8 @@ them) and, for some, only to datasets with foreground masks. A table is written 
 ``<run folder>/analyses/<name>.csv``; then ``analyses/manifest.json`` records it under its key (the
 run's config hash, ``ANALYSIS_VERSION`` and the number of images). A table whose key matches is
 complete and skipped, so a killed task loses only the table it was computing, and a re-run sweep
-(new config hash) or a changed definition (new version) makes the tables stale. The notebooks
-read these tables (``load_table``); they never recompute them.
+(new config hash) or a changed definition (new version) makes the tables stale. The claims table
+and the chapters read these tables (``load_table``); they never recompute them.
 
 Another table is one more ``PerRunTable`` entry in ``TABLES`` (``register``).
 """
@@ -148,8 +149,8 @@ def analyse_run(folder: str | Path, config_hash: str, names: list[str], n_images
 
 
 # --------------------------------------------------------------------------- the stage
-class AnalysesStageError(RuntimeError):
-    """Some runs' analyses failed; the message names each run and its error."""
+class PerRunStageError(RuntimeError):
+    """Some runs' per-run tables failed; the message names each run and its error."""
 
 
 def variant_kind(experiment: Experiment, variant_name: str) -> str:
@@ -184,7 +185,7 @@ def run_stage(experiment: Experiment, workers: int = 1, scheduler: str | None = 
     """Compute every missing per-run table of the experiment: one task per run on Dask (a
     LocalCluster of ``workers`` processes, or the cluster at ``scheduler``), or in this process
     for workers=0. Returns {run_id: {"computed", "seconds"}} for the runs that had work; raises
-    AnalysesStageError naming the failed runs after the others finished."""
+    PerRunStageError naming the failed runs after the others finished."""
     n, root = n_images_of(experiment), Path(experiment.output_root)
     plan = [(run, folder, names) for run, folder, names in stage_plan(experiment)
             if missing_tables(folder, run.config_hash, names, n)]
@@ -192,7 +193,7 @@ def run_stage(experiment: Experiment, workers: int = 1, scheduler: str | None = 
     done, failed = {}, {}
     args = {run.run_id: (str(folder), run.config_hash, names, n, experiment.data_root, threads)
             for run, folder, names in plan}
-    with output_lock(root), tqdm(total=len(plan), desc="per-run analyses", unit="run") as progress:
+    with output_lock(root), tqdm(total=len(plan), desc="per-run tables", unit="run") as progress:
         if workers == 0 or not plan:
             for run_id, a in args.items():
                 try:
@@ -216,7 +217,7 @@ def run_stage(experiment: Experiment, workers: int = 1, scheduler: str | None = 
         log.info("analyses: %d runs, median %.1f s per run (max %.1f s)", len(done), seconds[len(seconds) // 2],
                  seconds[-1])
     if failed:
-        raise AnalysesStageError(f"{len(failed)} of {len(plan)} runs failed their analyses: " + "; ".join(
+        raise PerRunStageError(f"{len(failed)} of {len(plan)} runs failed their per-run tables: " + "; ".join(
             f"{run_id}: {error}" for run_id, error in sorted(failed.items())) + " (the others are written)")
     return done
 

@@ -18,7 +18,7 @@ PER_DATASET = {
     "EuroSAT": {"CLIP": (56.48, 64.05, 60.03), "MaPLe": (94.07, 73.23, 82.35)},
     "UCF101": {"CLIP": (70.53, 77.50, 73.85), "MaPLe": (83.00, 78.66, 80.77)},
 }
-AVERAGE = {
+AVERAGE_BY_METHOD = {
     "CLIP": (69.34, 74.22, 71.70), "CoOp": (82.69, 63.22, 71.66), "CoCoOp": (80.47, 71.69, 75.83),
     "IVLP (2+2, depth 12)": (82.15, 74.07, 77.90), "MaPLe": (82.28, 75.14, 78.55),
     "IVLP (4+4, depth 9, PromptSRC)": (84.21, 71.79, 77.51),
@@ -31,5 +31,5 @@ def reference_table(datasets: list[str] | None = None) -> pd.DataFrame:
     chosen = PER_DATASET if datasets is None else {d: PER_DATASET[d] for d in datasets if d in PER_DATASET}
     rows = [(d, m, *v) for d, methods in chosen.items() for m, v in methods.items()]
     if chosen:
-        rows += [("Average", m, *v) for m, v in AVERAGE.items()]
+        rows += [("Average", m, *v) for m, v in AVERAGE_BY_METHOD.items()]
     return pd.DataFrame(rows, columns=["dataset", "method", "base", "novel", "hm"])
