@@ -32,7 +32,11 @@ def test_chart_html_escapes_the_spec_and_tags_the_kind():
     first, second = charts.chart_html(spec), charts.chart_html(spec)
     assert first.count("</script>") == 1 and first.rstrip().endswith("</script>")
     embedded = first.split("vegaEmbed(el, ")[1].rsplit(", {", 1)[0]
-    assert json.loads(embedded) == spec  # the escaped JSON still reads back as the spec
+    back = json.loads(embedded)  # the escaped JSON still reads back as the spec, with the book's type sizes
+    assert back == {**spec, "config": charts.BOOK_CONFIG}
+    own = json.loads(charts.chart_html({"config": {"axis": {"labelFontSize": 20}}}).split("vegaEmbed(el, ")[1]
+                     .rsplit(", {", 1)[0])
+    assert own["config"]["axis"] == {"labelFontSize": 20, "titleFontSize": charts.FONT_PX}  # a chart's own size wins
     assert 'data-book-chart="distance_entropy"' in first
     div_id = first.split('id="')[1].split('"')[0]
     assert div_id not in second  # two charts on a page get their own divs

@@ -176,9 +176,10 @@ def test_a_claims_answer_states_the_average_and_each_dataset():
 def test_numbers_read_well():
     assert significant(7.95e-08) == "7.95 × 10⁻⁸" and signed(-0.0123456) == "−0.0123"
     assert significant(71.234) == "71.2" and significant(float("nan")) == "—"
-    assert mean_std(4.0, 2.8284) == "4.0 ± 2.8" and mean_std(71.2345, 0.456) == "71.23 ± 0.46"
+    pm = "\u00a0±\u00a0"  # no-break spaces around ±
+    assert mean_std(4.0, 2.8284) == f"4.0{pm}2.8" and mean_std(71.2345, 0.456) == f"71.23{pm}0.46"
     assert mean_std(4.0, 0.0) == "4.00" and mean_std(4.0, math.nan) == "4.00"  # never "± 0.00"
-    assert mean_std(-1.5, 0.25, sign=True) == "−1.50 ± 0.25"
+    assert mean_std(-1.5, 0.25, sign=True) == f"−1.50{pm}0.25" and mean_std(2e-6, 3e-7) == f"2.00 × 10⁻⁶{pm}3.0 × 10⁻⁷"
 
 
 def test_over_seeds_gives_the_seed_to_seed_spread_of_each_group_mean():

@@ -15,6 +15,7 @@ import pandas as pd
 DIGITS = 3          # significant digits of a number without a spread
 SPREAD_DIGITS = 2   # significant digits of a spread
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+PM = "\u00a0±\u00a0"  # no-break spaces: a narrow table cell wraps "mean ± std" as a whole
 
 
 def significant(value: float, digits: int = DIGITS, sign: bool = False) -> str:
@@ -45,9 +46,9 @@ def mean_std(mean: float, std: float, sign: bool = False) -> str:
     if std is None or math.isnan(std) or std == 0:
         return significant(mean, DIGITS, sign)
     decimals = max(0, SPREAD_DIGITS - 1 - math.floor(math.log10(abs(std))))
-    if abs(std) < 1e-3 or abs(mean) >= 1e5:  # far from 1: keep the significant digits of each
-        return f"{significant(mean, DIGITS, sign)} ± {significant(std, SPREAD_DIGITS)}"
-    text = f"{mean:{'+' if sign else ''}.{decimals}f} ± {std:.{decimals}f}"
+    if abs(std) < 1e-4 or abs(mean) >= 1e5:  # far from 1: keep the significant digits of each
+        return f"{significant(mean, DIGITS, sign)}{PM}{significant(std, SPREAD_DIGITS)}"
+    text = f"{mean:{'+' if sign else ''}.{decimals}f}{PM}{std:.{decimals}f}"
     return text.replace("-", "−")
 
 
