@@ -195,3 +195,24 @@ def test_constant_and_empty_columns_leave_the_table():
     table = pd.DataFrame({"dataset": ["A", "B"], "seeds": [3, 3], "note": [None, None], "hm": [1.0, 2.0]})
     kept, constant = informative(table)
     assert list(kept.columns) == ["dataset", "hm"] and constant == {"seeds": 3}
+
+
+def test_chapter_notebooks_hold_parameters_one_call_display_calls_and_prose(study):
+    """No chapter template computes anything: its code is the parameters, one ``open_page`` of its
+    own chapter and ``page.show`` of what that chapter defines; its title is a question."""
+    import re
+    from pathlib import Path
+    import nbformat
+    from analysis_lib.report.notebooks import CHAPTER_NOTEBOOKS
+    experiment, claims = study
+    assert set(CHAPTER_NOTEBOOKS) == set(chapters.CHAPTERS)
+    for name in CHAPTER_NOTEBOOKS:
+        cells = nbformat.read(Path(__file__).parents[1] / "notebooks" / f"{name}.ipynb", as_version=4).cells
+        assert cells[0].cell_type == "markdown" and re.fullmatch(r"# .+\?", cells[0].source), name
+        code = [c for c in cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
+        call = rf'from analysis_lib\.report\.chapter import open_page\n\npage = open_page\("{name}", [^\n]+\)'
+        assert re.fullmatch(call, code[0].source), (name, code[0].source)
+        shown = [re.fullmatch(r'page\.show\("(\w+)"\)', c.source) for c in code[1:]]
+        assert all(shown), (name, [c.source for c in code[1:]])
+        page = chapters.CHAPTERS[name](experiment, claims)
+        assert {m.group(1) for m in shown} <= set(page.shown), name

@@ -60,7 +60,11 @@ class Page:
 
     def show(self, name: str) -> None:
         """Display the table or figure ``name`` with its numbered caption: a table loses its
-        constant columns (the caption states them once), a long one opens on demand."""
+        constant columns (the caption states them once), a long one opens on demand. Nothing for a
+        name this experiment's page lacks (published numbers for datasets the papers did not use,
+        a per-run table no run has)."""
+        if name not in self.shown:
+            return
         item = self.shown[name]
         content, note = item.content, ""
         if isinstance(content, pd.DataFrame):
