@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from analysis_lib.report import chapters
-from analysis_lib.report.chapter import AVERAGE, open_page
+from analysis_lib.report.chapter import AVERAGE
+from analysis_lib.report.chapters import open_page
 from analysis_lib.report.numbers import informative, mean_std, over_seeds, significant, signed
 from analysis_lib.stats import per_run
 from analysis_lib.stats.claims import experiment_claims
@@ -143,11 +144,11 @@ def test_answers_quote_the_claims_table(study):
 
 
 def test_open_page_writes_the_tables_and_shows_the_answer(study, tmp_path, monkeypatch):
-    from analysis_lib.report import chapter
     experiment, claims = study
     claims.to_csv(tmp_path / "claims.csv", index=False)
     shown = []
-    monkeypatch.setattr(chapter, "display", shown.append)
+    monkeypatch.setattr(chapters, "display", shown.append)
+    monkeypatch.setattr("analysis_lib.report.chapter.display", shown.append)
     page = open_page("decomposition", str(experiment.path), str(tmp_path))
     back = pd.read_csv(tmp_path / "lambda_per_block.csv")
     assert back["lambda"].to_numpy() == pytest.approx(page.tables["lambda_per_block"]["lambda"].to_numpy())
@@ -210,7 +211,7 @@ def test_chapter_notebooks_hold_parameters_one_call_display_calls_and_prose(stud
         cells = nbformat.read(Path(__file__).parents[1] / "notebooks" / f"{name}.ipynb", as_version=4).cells
         assert cells[0].cell_type == "markdown" and re.fullmatch(r"# .+\?", cells[0].source), name
         code = [c for c in cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])]
-        call = rf'from analysis_lib\.report\.chapter import open_page\n\npage = open_page\("{name}", [^\n]+\)'
+        call = rf'from analysis_lib\.report\.chapters import open_page\n\npage = open_page\("{name}", [^\n]+\)'
         assert re.fullmatch(call, code[0].source), (name, code[0].source)
         shown = [re.fullmatch(r'page\.show\("(\w+)"\)', c.source) for c in code[1:]]
         assert all(shown), (name, [c.source for c in code[1:]])

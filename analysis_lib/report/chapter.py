@@ -1,10 +1,7 @@
-"""What every chapter of the book is made of, and the one call its notebook makes.
-
-A chapter function (``chapters.py``) takes the experiment and the claims table and returns a
-``Page``: the answer box that opens the chapter, the tables and figures it shows in order (each
-numbered, with its caption), the tables by value (written as CSV beside the book) and the
-numbers its prose quotes (glued). A notebook holds its parameters, ``open_page(...)``, one
-``page.show(name)`` per table or figure, and prose.
+"""What every chapter of the book is made of: a ``Page`` (the answer box that opens it, the
+tables and figures it shows in order, each numbered with its caption, the tables by value and the
+numbers its prose quotes) and the parts of an answer box. The chapters themselves, and the one
+call a chapter's notebook makes (``open_page``), are in ``chapters.py``.
 """
 from __future__ import annotations
 
@@ -13,18 +10,15 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 from IPython.display import HTML, display
 
 from . import charts
 from .numbers import informative, signed
-from ..files import write_text_atomic
 from ..study.aggregate import AVERAGE  # the row over datasets, of the results and the claims table alike
-from ..study.experiment import Experiment, load_experiment
+from ..study.experiment import Experiment
 
-CLAIMS_TABLE = "claims.csv"  # written by the analyses command into the tables folder
 GLOSSARY = "../glossary.html"  # from a generated page (book/generated/) to the glossary (book/)
 LONG_TABLE = 12              # rows: a longer table opens on demand
 
@@ -53,10 +47,11 @@ class Page:
     def table(self, name: str, table: pd.DataFrame | HTML, caption: str) -> None:
         self.shown[name] = Shown(table, caption, False)
 
-    def number(self, kind: str, name: str) -> int:
-        """The figure's or table's number on the page: figures and tables are counted apart."""
-        same = [n for n, s in self.shown.items() if s.figure == (kind == "figure")]
-        return same.index(name) + 1
+    def label(self, name: str) -> str:
+        """"Figure 2" or "Table 1": figures and tables are numbered apart, in the page's order."""
+        figure = self.shown[name].figure
+        same = [n for n, s in self.shown.items() if s.figure == figure]
+        return f"{'Figure' if figure else 'Table'} {same.index(name) + 1}"
 
     def show(self, name: str) -> None:
         """Display the table or figure ``name`` with its numbered caption: a table loses its
@@ -70,8 +65,7 @@ class Page:
         if isinstance(content, pd.DataFrame):
             content, constant = informative(content)
             note = "".join(f" Every row: {c} = {v}." for c, v in constant.items())
-        label = f"{'Figure' if item.figure else 'Table'} {self.number('figure' if item.figure else 'table', name)}"
-        caption = f"<p class=\"caption\"><strong>{label}.</strong> {html.escape(item.caption)}{html.escape(note)}</p>"
+        caption = f"<p class=\"caption\"><strong>{self.label(name)}.</strong> {html.escape(item.caption)}{html.escape(note)}</p>"
         if isinstance(content, pd.DataFrame):
             body = content.to_html(index=False, border=0, classes="book-table", na_rep="—")
             if len(content) > LONG_TABLE:
@@ -83,24 +77,6 @@ class Page:
             display(content)
             if item.figure:
                 display(HTML(caption))
-
-
-def open_page(chapter: str, experiment_file: str, tables_dir: str, data_root: str | None = None) -> Page:
-    """The chapter ``chapter`` of the experiment: computed, its tables written to ``tables_dir``,
-    its numbers glued, its answer box displayed; charts render for the book from here on."""
-    from myst_nb import glue
-    from .chapters import CHAPTERS
-    charts.enable()
-    experiment = load_experiment(experiment_file, data_root=data_root, require_data=False)
-    claims_file = Path(tables_dir) / CLAIMS_TABLE
-    claims = pd.read_csv(claims_file) if claims_file.is_file() else pd.DataFrame()
-    page = CHAPTERS[chapter](experiment, claims)
-    for name, table in page.tables.items():
-        write_text_atomic(Path(tables_dir) / f"{name}.csv", table.to_csv(index=False))
-    for name, value in page.numbers.items():
-        glue(name, value, display=False)
-    display(HTML(page.answer))
-    return page
 
 
 # --------------------------------------------------------------------------- the answer box

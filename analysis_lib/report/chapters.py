@@ -1,5 +1,7 @@
 """One function per chapter of the book: the experiment and its claims table in, the chapter's
-``Page`` out (answer box, tables and figures with captions, tables by value, glued numbers).
+``Page`` out (answer box, tables and figures with captions, tables by value, glued numbers); and
+``open_page``, the one call a chapter's notebook makes. A notebook holds its parameters, that
+call, one ``page.show(name)`` per table or figure, and prose.
 
 Every chapter reads the per-run tables of the analysed variant (``analysis.variant_name`` of the
 experiment file), never a variant named in the code; spreads are standard deviations over seeds
@@ -8,18 +10,22 @@ experiment file), never a variant named in the code; spreads are standard deviat
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import altair as alt
-from IPython.display import HTML, Markdown
 import pandas as pd
+from IPython.display import HTML, Markdown, display
+from myst_nb import glue
 
 from . import charts
 from .chapter import AVERAGE, Page, analysed, analysed_variant, answer_box, claim_answers, term
 from .numbers import mean_std, over_seeds, significant, signed, with_spread
 from ..stats import analyses, per_run
 from ..stats.analyses import READINGS
-from ..study.experiment import Experiment
+from ..files import write_text_atomic
+from ..study.experiment import Experiment, load_experiment
 
+CLAIMS_TABLE = "claims.csv"  # written by the analyses command into the tables folder
 H = 180  # px: a panel's height
 
 
@@ -453,3 +459,19 @@ CHAPTERS = {"datasets": datasets, "claims": claims_page, "decomposition": decomp
             "causal_ablation": causal_ablation, "token_contributions": token_contributions,
             "cls_foreground": cls_foreground, "eos_attention": eos_attention, "distance_entropy": distance_entropy,
             "prompts_as_background": prompts_as_background, "bias_tuning": bias_tuning, "results": results}
+
+
+def open_page(chapter: str, experiment_file: str, tables_dir: str, data_root: str | None = None) -> Page:
+    """The chapter ``chapter`` of the experiment: computed, its tables written to ``tables_dir``,
+    its numbers glued, its answer box displayed; charts render for the book from here on."""
+    charts.enable()
+    experiment = load_experiment(experiment_file, data_root=data_root, require_data=False)
+    claims_file = Path(tables_dir) / CLAIMS_TABLE
+    claims = pd.read_csv(claims_file) if claims_file.is_file() else pd.DataFrame()
+    page = CHAPTERS[chapter](experiment, claims)
+    for name, table in page.tables.items():
+        write_text_atomic(Path(tables_dir) / f"{name}.csv", table.to_csv(index=False))
+    for name, value in page.numbers.items():
+        glue(name, value, display=False)
+    display(HTML(page.answer))
+    return page

@@ -25,7 +25,7 @@ from ..data import DEMO_DATASETS
 from ..files import write_text_atomic
 from ..stats import per_run
 from ..stats.claims import experiment_claims
-from .chapter import CLAIMS_TABLE
+from .chapters import CLAIMS_TABLE
 from ..study.experiment import Experiment
 from ..study.execution import first_line, run_notebook
 
