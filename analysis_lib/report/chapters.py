@@ -182,12 +182,12 @@ def causal_ablation(experiment: Experiment, claims: pd.DataFrame) -> Page:
 def token_contributions(experiment: Experiment, claims: pd.DataFrame) -> Page:
     """Relevance (and rollout) per token type, on the images prompting fixes (C4r)."""
     page, contributions = _open(experiment, claims, "contributions", ("C4r",))
+    page.tables["contributions"] = contributions  # empty where prompting fixed no image
     if contributions.empty:
         page.numbers["n_explained"] = "0"
         return page
     explained = int(contributions.groupby(["dataset", "seed"]).n_explained.first().sum())
     page.numbers["n_explained"] = str(explained)
-    page.tables["contributions"] = contributions
     for tower, title in (("text", "relevance share"), ("vision", "summed contribution")):
         part = contributions[contributions.tower == tower]
         if part.empty:
