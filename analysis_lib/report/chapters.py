@@ -19,7 +19,7 @@ from myst_nb import glue
 
 from . import charts
 from .chapter import AVERAGE, Page, analysed, analysed_variant, answer_box, claim_answers, term
-from .numbers import mean_std, over_seeds, significant, signed, with_spread
+from .numbers import informative, mean_std, over_seeds, significant, signed, with_spread
 from ..stats import analyses, per_run
 from ..stats.analyses import READINGS
 from ..files import write_text_atomic
@@ -432,8 +432,10 @@ def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
         + ", ".join(f"{n} {verdict_badge(v)}" for v, n in counts.items()) + ".",
         "Each row below gives the claim, how it is measured, the data, the effect with its 95 % interval and the "
         "verdict per dataset; the forest plot under it draws every interval against the claim's margin."])
+    statement, constant = informative(statement)  # e.g. one dataset and seed: the same data on every row
     page.table("claims", HTML(statement.to_html(index=False, escape=False, border=0, classes="book-table")),
-               "The claims and their verdicts (rule below the plot).")
+               "The claims and their verdicts (rule below the plot)."
+               + "".join(f" Every claim's {c}: {v}." for c, v in constant.items()))
     shown = claims.dropna(subset=["low"]).assign(
         margin=lambda t: t.claim.map(lambda c: CLAIMS[c].margin))
     if not shown.empty:
