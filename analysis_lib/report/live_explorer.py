@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from ..stats.causal import ABLATIONS, ALL_BLOCKS, BELOW_DEPTH, REMOVALS
 from ..stats.explorer_data import GROUPS, PANELS, TEXT_MODELS, explorer_items, image_tables, model_inputs
 from ..files import read_json
+from ..model.variants import VariantError, variant_config
 from ..study.experiment import METRICS_FILE
 from ..study.run_folder import LoadedRun, RunFolderError, load_run
 from .explorer_page import COLORMAP, DIVERGING, NEAR_ALL, OPACITY, TOKEN_COLOURS
@@ -88,13 +89,17 @@ def prompted_runs(runs_root: str | Path) -> list[Path]:
     """The finished run folders of prompted variants at any depth under ``runs_root``
     (``.../<dataset>/<variant>/seed<k>`` holding their metrics)."""
     found = [p for p in Path(runs_root).rglob(METRICS_FILE) if re.fullmatch(r"seed\d+", p.parent.name)]
-    return sorted(p.parent for p in found
-                  if any(has_prompts(read_json(p, "").get("settings", {}).get("variant_params", {}))))
+    settings = {p.parent: read_json(p, "").get("settings", {}) for p in found}
+    return sorted(run for run, s in settings.items() if any(has_prompts(s.get("variant"), s.get("variant_params") or {})))
 
 
-def has_prompts(variant_params: dict) -> tuple[bool, bool]:
-    """Whether a variant with these parameters learns vision prompts and text prompts."""
-    return bool(variant_params.get("vision_n_ctx")), bool(variant_params.get("text_n_ctx"))
+def has_prompts(variant: str, variant_params: dict) -> tuple[bool, bool]:
+    """Whether a run of this variant learns vision prompts and text prompts."""
+    try:
+        config = variant_config(variant, **variant_params)
+    except (VariantError, TypeError):
+        return False, False
+    return config.vision_n_ctx > 0 and config.vision_depth > 0, config.text_n_ctx > 0 and config.text_depth > 0
 
 
 # --- drawing ---------------------------------------------------------------------------------
@@ -226,7 +231,7 @@ class LiveExplorer:
         except (RunFolderError, OSError, ValueError, KeyError) as err:
             self.message.value = f"<b>Cannot open {html.escape(self.run_choice.value)} as a run:</b> {html.escape(str(err))}"
             return
-        if not any(has_prompts(run.settings.variant_params)):
+        if not any(has_prompts(run.settings.variant, run.settings.variant_params)):
             self.message.value = (f"<b>{html.escape(self.run_choice.value)} has no prompts</b> (variant "
                                   f"{html.escape(run.settings.variant)}): pick a run of a prompted variant (ivlp, vision, text).")
             return
@@ -346,7 +351,7 @@ class LiveExplorer:
                               f"{html.escape(image.classname)} ({image.group}); {html.escape(what)}.")
         pick = slice(None) if head is None else head
         share, lam = float(t["prompt_share"][0, b, pick].mean()), float(t["lam"][0, b, pick].mean())
-        vision, _ = has_prompts(self.run.settings.variant_params)
+        vision, _ = has_prompts(self.run.settings.variant, self.run.settings.variant_params)
         self.numbers.value = (f"Prompted model, block {b}, {heads_}: the prompts take {100 * share:.1f} % of the "
                               f"{query}'s attention; λ = {lam:.3f}. Colour scale 0 to {vmax:.3g}, shared by the three panels.")
         self.note.value = (

@@ -56,8 +56,11 @@ def lab_command(root: Path, port: int, token: str) -> tuple[list[str], str]:
                f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
                f"--IdentityProvider.token={token}",
                f"--ServerApp.kernel_manager_class={KERNELS}", f"--RepositoryKernels.root_dir={root}",
-               "--LabApp.news_url=None",                       # no announcements fetched from the internet
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+               "--LabApp.news_url=None",                       # nothing fetched from the internet:
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",    # no news, no update
+               "--LabApp.extension_manager=readonly"]                                # checks, no PyPI search
+    if os.geteuid() == 0:                                # containers and CI run as root; Jupyter refuses unless told
+        command.append("--allow-root")
     return command, f"http://127.0.0.1:{port}/lab/tree/notebooks?token={token}"
 
 

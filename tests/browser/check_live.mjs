@@ -136,6 +136,7 @@ try {
   report.nonImageMessage = await page.locator(".live-message").textContent();
 } catch (err) {
   problems.push(`${err.message}`);
+  report.pageText = await page.evaluate(() => document.body.innerText.slice(0, 3000)).catch(() => "");
 } finally {
   await browser.close();
 }
