@@ -10,10 +10,8 @@ browser; without it the tests skip, saying so.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from analysis_lib.report import live_explorer
 from analysis_lib.stats import causal, explorer_data
 from analysis_lib.study.run_folder import load_run
 from test_book_browser import BROWSER, REPO, require_browser
+from test_dask_cluster import start, stop
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +40,12 @@ def server(kind: str, log: Path, *args: str):
     """``python -m analysis_lib.report.servers kind args`` from the repository's root, as `make`
     runs it; yields the URL it prints and when it was started (time.time())."""
     started = time.time()
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "analysis_lib.report.servers", kind, *args], cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = start([sys.executable, "-m", "analysis_lib.report.servers", kind, *args], log)
     try:
         url = None
         for _ in range(600):
             found = re.search(r"http://127\.0\.0\.1:\d+/\S*", log.read_text())
-            if found and url is None:
-                url = found.group(0)
+            url = url or (found and found.group(0))
             if url:
                 try:
                     urllib.request.urlopen(url, timeout=5).close()
@@ -64,12 +58,7 @@ def server(kind: str, log: Path, *args: str):
             pytest.fail(f"the {kind} server did not answer in a minute:\n{log.read_text()[-3000:]}")
         yield url, started
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 def node(script: str, *args: str) -> dict:
