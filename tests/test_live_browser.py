@@ -133,7 +133,8 @@ def test_live_explorer_in_the_browser(explore, runs_root, tmp_path):
 def test_make_lab_opens_a_notebook_on_the_venv_kernel(tmp_path):
     require_browser()
     with server("lab", tmp_path / "lab.log") as (url, started):
-        notebook = url.replace("/lab/tree/notebooks?", "/lab/tree/notebooks/live_explorer.ipynb?")
+        # ?reset: a fresh workspace, whatever an earlier session left open
+        notebook = url.replace("/lab/tree/notebooks?", "/lab/tree/notebooks/live_explorer.ipynb?reset&")
         assert notebook != url, url                          # the URL printed opens the notebooks folder
         report = node("check_lab.mjs", "--url", notebook)
         token = url.rsplit("token=", 1)[1]

@@ -32,7 +32,7 @@ page.on("request", (req) => {
 });
 try {
   await page.goto(url.href, { waitUntil: "domcontentloaded", timeout: WAIT_MS });
-  await page.locator(".jp-Notebook .jp-Cell").first().waitFor({ timeout: WAIT_MS });
+  await page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first().waitFor({ timeout: WAIT_MS });
   // The toolbar names the kernel once one is attached; its execution indicator then says idle.
   await page.waitForFunction(() => {
     const name = document.querySelector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName");
@@ -40,8 +40,8 @@ try {
     return name && !/no kernel/i.test(name.textContent) && status && status.dataset.status === "idle";
   }, null, { timeout: WAIT_MS, polling: 50 });
   report.idleAt = Date.now();
-  report.cells = await page.locator(".jp-NotebookPanel .jp-Cell").count();
-  report.kernel = await page.locator(".jp-NotebookPanel .jp-Toolbar-kernelName").first().textContent();
+  report.cells = await page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").count();
+  report.kernel = await page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName").first().textContent();
   if (args.screenshot) await page.screenshot({ path: args.screenshot });
 } catch (err) {
   problems.push(err.message);
