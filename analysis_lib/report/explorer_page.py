@@ -3,9 +3,9 @@ side by side on one colour scale and W − CLIP on a diverging one, every head o
 
 The page itself carries only a small script (``explorer.js``, inlined into the notebook's output)
 and the list of datasets and seeds. Each (dataset, seed)'s data are a script file,
-``_static/explorer/<name>_seed<k>.js`` of the built site, that the page adds when a reader picks it. A script rather than a
-``fetch`` because the book also works opened from disk (``file://``), where browsers refuse
-``fetch`` but still load scripts.
+``_static/explorer/<name>_seed<k>.js`` of the built site, that the page adds when a reader picks
+it. A script rather than a ``fetch`` because the book also works opened from disk (``file://``),
+where browsers refuse ``fetch`` but still load scripts.
 
 What a dataset file holds (`pack_dataset`, from the tables of ``stats/explorer_data.py``):
 attention rows quantised to uint8 per row, scaled to the row's maximum (`quantise_rows`), so
