@@ -4,13 +4,14 @@ import datetime
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from analysis_lib.report import explorer_page, live_explorer
+from analysis_lib.report import explorer_page, live_explorer, servers
 from analysis_lib.stats import causal, explorer_data
 from analysis_lib.study.run_folder import load_run
 
@@ -212,3 +213,17 @@ def test_live_explorer_names_what_it_cannot_open(tmp_path):
     assert live.tables is None
     empty = live_explorer.LiveExplorer(tmp_path / "nothing_here")
     assert "No finished runs of prompted variants" in empty.message.value
+
+
+def test_servers_start_kernels_in_the_repository_and_refuse_a_missing_run(tmp_path, monkeypatch, capsys):
+    """`make lab` / `make explore`: notebooks' relative paths mean what they mean under papermill
+    (kernels start in the root, not in notebooks/); a RUN that is no folder is named, exit code 2."""
+    kernels = servers.RepositoryKernels(root_dir=str(tmp_path))
+    assert kernels.cwd_for_path("notebooks/live_explorer.ipynb") == str(tmp_path)
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    with pytest.raises(SystemExit) as exit_:
+        servers.main(["explore", "--run", str(tmp_path / "no_such_run")])
+    assert exit_.value.code == 2 and "no_such_run: no such folder" in capsys.readouterr().err
+    command, url = servers.explore_command(tmp_path, 8899)
+    assert "--template=offline" in command and url == "http://127.0.0.1:8899/"
+    assert (servers.JUPYTER_DATA / "voila" / "templates" / "offline" / "index.html.j2").is_file()
