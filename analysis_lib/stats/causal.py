@@ -17,6 +17,7 @@ from ..study.aggregate import harmonic_mean
 from ..study.trainer import evaluate
 
 ALL_BLOCKS, BELOW_DEPTH = "all blocks", "below prompt depth"
+MEAN_ABLATED = "bias term mean-ablated"
 REMOVALS = {
     "bias term removed": dict(keep_rescale=True, keep_bias=False),
     "rescaling removed": dict(keep_rescale=False, keep_bias=True),
