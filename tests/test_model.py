@@ -213,8 +213,38 @@ def test_token_types_come_from_the_tokenised_pieces(tiny):
     assert types("coop", ["pho"], TEMPLATE, text_n_ctx=2)[0][:6] == ["sos", "prompt", "prompt", "template",
                                                                      "template", "category"]
     assert types("zeroshot", ["pho"], "{} texture.") == [["sos", "category", "template", "period", "eos"]]
-    with pytest.raises(VariantError, match="'yahoo!'.*does not tokenise as its pieces"):
-        types("zeroshot", ["yahoo!"], "{}.")
+    # The end of the name merges with the '.' after it ("!." and ".." are one token each): the
+    # merged token holds the end of the class name, so it is typed category.
+    assert types("zeroshot", ["yahoo!", "Jr."], "{}.") == [["sos", "category", "category", "eos"]] * 2
+    assert types("ivlp", ["Jr."], TEMPLATE, text_depth=2, vision_depth=2) == [
+        ["sos"] + ["prompt"] * 4 + ["category"] * 2 + ["eos"]]
+    assert types("zeroshot", ["Jr."], "a photo of {}, a type of food.") == [
+        ["sos"] + ["prompt"] * 3 + ["category"] * 2 + after[1:]]            # ".," is one token
+
+
+@pytest.mark.slow   # 91 models of 1,000 classes: about 30 s
+def test_every_imagenet_class_name_is_typed_under_every_template(tiny):
+    """All 1,000 names of open_clip's ImageNet list (six end in ')', which merges with '.') under
+    OpenAI's 80 ImageNet templates, the 11 datasets' templates and IVLP's learned context: each
+    prompt gets one type per position, the class's tokens (at least one) between the words
+    before and after it, and the words after it keep their types wherever nothing merged."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+    from analysis_lib import data
+    templates = {t("{}") for t in OPENAI_IMAGENET_TEMPLATES} | {data.get_spec(d).template for d in data.PAPER_DATASETS}
+    models = [build_model("zeroshot", tiny, list(IMAGENET_CLASSNAMES), t) for t in sorted(templates)]
+    models.append(build_model("ivlp", tiny, list(IMAGENET_CLASSNAMES), TEMPLATE, text_depth=2, vision_depth=2))
+    merged = 0
+    for model in models:
+        layout = model.token_layout("text")
+        for c, types in enumerate(layout.token_types):
+            eos = int(layout.eos_index[c])
+            assert types[0] == "sos" and types[eos] == "eos" and "pad" not in types[:eos]
+            assert "category" in types
+            body = [t for t in types[:eos] if t != "sos"]
+            first, last = body.index("category"), len(body) - body[::-1].index("category")
+            assert set(body[last:]) <= {"template", "period"} and "category" not in body[:first]
+            merged += model.prompt_texts[c].endswith(").") and "period" not in types
+    assert merged >= 6          # "kite (bird of prey)." and the others: typed, not refused
 
 
 def test_gradients_reach_only_trainable_parameters(tiny):
