@@ -1,4 +1,6 @@
 """The CLIP variants: equivalence with open_clip, the IVLP rule, the decomposition, parameters."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -173,6 +175,37 @@ def test_removing_both_effects_gives_zeroshot_image_features(tiny):
         with vpt.ablate(Ablation(keep_rescale=False, keep_bias=True)):
             bias_only = vpt(x)
     assert not torch.allclose(rescale_only, bias_only, atol=1e-4)
+
+
+def test_an_ablation_acts_only_in_its_towers(tiny):
+    model = randomise(build_model("ivlp", tiny, CLASSES, TEMPLATE, text_depth=2, vision_depth=2))
+    x = images(tiny)
+    none = Ablation(keep_rescale=False, keep_bias=False)
+    with torch.no_grad():
+        text, image = model.encode_text(), model.encode_image(x)
+        with model.ablate(replace(none, towers=("vision",))):
+            torch.testing.assert_close(model.encode_text(), text)
+            assert not torch.allclose(model.encode_image(x), image, atol=1e-4)
+        with model.ablate(replace(none, towers=("text",))):
+            torch.testing.assert_close(model.encode_image(x), image)
+            assert not torch.allclose(model.encode_text(), text, atol=1e-4)
+
+
+def test_mean_ablation_of_one_image_is_that_image(tiny):
+    """The bias term replaced by its mean over one image is that image's own bias term: the
+    features as trained; over two images each image gets the pair's mean, so they change."""
+    from analysis_lib.stats.causal import bias_term_means
+    model = randomise(build_model("ivlp", tiny, ["cat"], TEMPLATE, text_depth=2, vision_depth=2))
+    x = images(tiny)
+    with torch.no_grad():
+        trained = model.encode_image(x[:1])
+        with model.ablate(Ablation(bias_means=bias_term_means(model, [(x[:1], None)]))):
+            torch.testing.assert_close(model.encode_image(x[:1]), trained, atol=1e-5, rtol=1e-5)
+        pair = bias_term_means(model, [(x, None)])
+        with model.ablate(Ablation(bias_means=pair)):
+            assert not torch.allclose(model.encode_image(x[:1]), trained, atol=1e-4)
+        assert set(pair) == {f"{t}.blocks.{i}" for t in ("text", "vision") for i in range(2)}
+        assert pair["vision.blocks.0"].shape[0] == tiny.clip.visual.transformer.resblocks[0].attn.num_heads
 
 
 def test_depth_limited_ablation_acts_only_below_the_prompt_depth(tiny):
