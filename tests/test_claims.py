@@ -161,8 +161,8 @@ def per_run_tables():
                                   for t, v in (("prompt", p), ("category", c))])
     keys = pd.DataFrame([{"model": m, "image": i, "block": 0, "centred_gap": v}
                          for m, v in (("prompted", 0.3), ("control", 0.1)) for i in range(2)])
-    metrics = pd.DataFrame([{**run, "dataset": d, "seed": s, "variant": kind, "variant_name": name, "hm": hm + bonus * (kind == "bias"),
-                             "n_trainable": n}
+    metrics = pd.DataFrame([{**run, "dataset": d, "seed": s, "variant": kind, "variant_name": name,
+                             "hm": hm + bonus * (kind == "bias"), "n_trainable": n}
                             for d, bonus in (("D", 0), ("E", 2)) for s in (1, 2)
                             for kind, name, hm, n in (("ivlp", "ivlp", 70, 2304), ("bias", "bias_mlp", 72, 768),
                                                       ("bias", "bias_both", 74 + s, 1536))])

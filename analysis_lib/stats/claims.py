@@ -204,10 +204,11 @@ def average_row(rows: pd.DataFrame, claim: Claim, datasets: list[str] | None = N
         return row
     se = estimates.std(ddof=1) / math.sqrt(D)
     low, high = t_interval(row["effect"], se, D - 1)
-    p = sign_flip_p(estimates, claim)
     extra = f"smallest possible p with {D} datasets: 1/2^{D} = {0.5 ** D:.3g}"
-    return row | {"low": low, "high": high, "p_value": p, "note": "; ".join(filter(None, [note, extra])),
-                  "verdict": HETEROGENEOUS if {SUPPORTED, CONTRADICTED} <= set(rows.verdict) else _label(claim, low, high)}
+    disagree = {SUPPORTED, CONTRADICTED} <= set(rows.verdict)
+    return row | {"low": low, "high": high, "p_value": sign_flip_p(estimates, claim),
+                  "note": "; ".join(filter(None, [note, extra])),
+                  "verdict": HETEROGENEOUS if disagree else _label(claim, low, high)}
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
@@ -406,7 +407,8 @@ for _claim, _effect, _tables in (
            "'dominates' is any positive difference", "total gain (as trained − both removed)"),
      causal_effect("C3", "both", ALL_BLOCKS), ("causal_ablation",)),
     (Claim("C3v", "… in the vision tower alone", "the same, ablating the vision tower only (points)", "above", 0.0,
-           "as C3", "total gain of the vision tower"), causal_effect("C3v", "vision", ALL_BLOCKS), ("causal_ablation",)),
+           "as C3", "total gain of the vision tower"), causal_effect("C3v", "vision", ALL_BLOCKS),
+     ("causal_ablation",)),
     (Claim("C3t", "… in the text tower alone", "the same, ablating the text tower only (points)", "above", 0.0,
            "as C3", "total gain of the text tower"), causal_effect("C3t", "text", ALL_BLOCKS), ("causal_ablation",)),
     (Claim("C3d", "… and so in the blocks below the prompt depth alone",
@@ -429,7 +431,8 @@ for _claim, _effect, _tables in (
            "trained alone (CLIP has no prompts)"), background_effect, ("background_keys",)),
     (Claim("C6", "Bias tuning matches or beats prompt tuning at a similar budget",
            "HM of the bias setting closest to IVLP's budget − HM of IVLP (points)", "above", -1.0,
-           "non-inferiority: a true tie must be able to pass, so the margin is one HM point below 0, fixed before any result"),
+           "non-inferiority: a true tie must be able to pass, so the margin is one HM point below 0, "
+           "fixed before any result"),
      bias_tuning_effect, ()),
     (Claim("C6e", "… by most on the dataset with little category information",
            "C6's effect on that dataset − its mean over the others (points)", "above", 0.0,
