@@ -190,7 +190,7 @@ def known_truth_table(run: LoadedRun, n_images: int) -> pd.DataFrame:
         rows += _vector_rows("delta", "", delta) + _scalar_rows("kappa", "", kappa)
         n_tokens = h_plain.shape[2]
         models = {c: run.model(c) for c in ("base", "novel")}
-        loaders = {c: run.test_loader(c) for c in ("base", "novel")}
+        loaders = {c: list(run.test_loader(c)) for c in ("base", "novel")}  # decoded once, evaluated 5 times
         for block in [-1, *range(h_plain.shape[0])]:
             adds = oracle_adds(delta, block, n_tokens) if block >= 0 else {}
             acc = {}
@@ -262,3 +262,77 @@ def permutation_p(matrix: np.ndarray) -> float:
     observed = np.trace(matrix) / n
     matched = [matrix[np.arange(n), list(p)].mean() for p in itertools.permutations(range(n))]
     return float(np.mean(np.asarray(matched) >= observed - 1e-12))
+
+
+# --------------------------------------------------------------------------- the study's view
+# ``table`` below is ``per_run.load_table(experiment, "known_truth")``: every run's rows with its
+# dataset, variant_name, variant (kind) and seed.
+def specificity(table: pd.DataFrame, variant_name: str = "ivlp", write: str = "bias term") -> pd.DataFrame:
+    """M per seed, long (seed, prompts_of, shift_of, cosine): the ``write`` of the ``variant_name`` runs
+    against the zero-shot runs' δ of the same seed."""
+    frames = []
+    for seed, part in table.groupby("seed"):
+        beta = vectors(part[part.variant_name == variant_name], "beta", write)
+        delta = vectors(part[part.variant == "zeroshot"], "delta", "")
+        if len(set(beta) & set(delta)) < 2:
+            continue
+        m = specificity_matrix(beta, delta).stack().rename("cosine").reset_index()
+        frames.append(m.assign(seed=seed))
+    columns = ["seed", "prompts of", "shift of", "cosine"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def specificity_summary(m: pd.DataFrame) -> pd.DataFrame:
+    """Per seed: mean diagonal and off-diagonal cosine of M and the permutation p over dataset labels."""
+    rows = []
+    for seed, part in m.groupby("seed"):
+        wide = part.pivot(index="prompts of", columns="shift of", values="cosine")
+        wide = wide.loc[wide.columns].to_numpy()
+        off = ~np.eye(len(wide), dtype=bool)
+        rows.append({"seed": seed, "diagonal": float(np.diag(wide).mean()), "off-diagonal": float(wide[off].mean()),
+                     "p (permutation)": permutation_p(wide), "smallest p": 1 / math.factorial(len(wide))})
+    return pd.DataFrame(rows)
+
+
+def compensation_table(table: pd.DataFrame) -> pd.DataFrame:
+    """S per run, condition, block and group (dataset, variant_name, seed, condition, block, group, S)."""
+    s = table[table.quantity == "S"].rename(columns={"value": "S"})
+    return s[["dataset", "variant_name", "seed", "condition", "block", "group", "S"]].reset_index(drop=True)
+
+
+def oracle_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The oracle's base, novel and HM accuracy per dataset, seed and block (−1: zero-shot as it is)."""
+    acc = table[(table.quantity == "oracle accuracy")]
+    return acc.pivot_table(index=["dataset", "seed", "block"], columns="condition", values="value").reset_index()[
+        ["dataset", "seed", "block", "base", "novel", "hm"]]
+
+
+def best_oracle(table: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset and seed, the oracle at the block where −δ helps most (an upper reference: the
+    block is chosen on the test set) and zero-shot's HM beside it."""
+    oracle = oracle_table(table)
+    steered = oracle[oracle.block >= 0]
+    best = steered.loc[steered.groupby(["dataset", "seed"]).hm.idxmax()]
+    zs = oracle[oracle.block == -1].set_index(["dataset", "seed"]).hm.rename("zero-shot hm")
+    return best.rename(columns={"hm": "oracle hm"}).join(zs, on=["dataset", "seed"]).reset_index(drop=True)
+
+
+def specificity_effects(table: pd.DataFrame, variant_name: str = "ivlp") -> pd.DataFrame:
+    """C7's effect per (dataset, seed): M[d, d] − mean over d' ≠ d of M[d, d'] in that seed's M (the
+    bias term points along −δ of its own dataset more than along the others'); beside it, what
+    removing the bias term costs the compensation: S as trained − S bias term removed (patches,
+    mean over blocks). Columns dataset, seed, value, beside; empty without paired tables."""
+    m = specificity(table, variant_name)
+    rows = []
+    for seed, part in m.groupby("seed"):
+        wide = part.pivot(index="prompts of", columns="shift of", values="cosine")
+        wide = wide.loc[wide.columns]
+        rows += [{"dataset": d, "seed": seed, "value": v} for d, v in zip(wide.index, diagonal_margin(wide))]
+    effects = pd.DataFrame(rows, columns=["dataset", "seed", "value"])
+    s = compensation_table(table)
+    s = s[(s.variant_name == variant_name) & (s.group == "patches")]
+    drop = s.pivot_table(index=["dataset", "seed"], columns="condition", values="S")
+    if not drop.empty:
+        drop = (drop["as trained"] - drop["bias term removed"]).rename("beside").reset_index()
+        effects = effects.merge(drop, on=["dataset", "seed"], how="left")
+    return effects
