@@ -136,9 +136,10 @@ class PromptedCLIP(nn.Module):
 
         Each group of prompts runs only up to its own longest [EOS], so a long class name costs
         only its group; exact under the causal mask. While a recorder listens, all classes run
-        as one group, in their order, so that its maps are [C, ..., L] as ``token_layout`` says.
+        as one group, in their order, so that its maps are [C, ..., L] as ``token_layout`` says;
+        so too under a mean-ablation, whose means are laid out that way.
         """
-        if self._recorder is not None:
+        if self._recorder is not None or self._ablation.bias_means:
             pooled = self._pooled_text(self.text_tokens, self.eos_index)
         else:
             tokens, eos = self.text_tokens[self._text_order], self.eos_index[self._text_order]
