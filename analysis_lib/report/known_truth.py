@@ -8,6 +8,7 @@ import pandas as pd
 from ..demo import world
 from ..stats import known_truth as kt
 from ..stats.analyses import mean_std
+from ..stats.causal import MEAN_ABLATED
 from .charts import image_grid
 
 SIZE = 96
@@ -95,3 +96,23 @@ def numbers(effects: pd.DataFrame, s: pd.DataFrame, hm: pd.DataFrame) -> pd.Data
     return pd.DataFrame({label: [mean_std(a, b, 3 if not label.startswith("HM") else 1)
                                  for a, b in zip(stats[(c, "mean")], stats[(c, "std")])]
                          for c, label in columns.items() if (c, "mean") in stats}, index=stats.index)
+
+
+def compensation_answer(s: pd.DataFrame, hm: pd.DataFrame) -> str:
+    """The answer's second half, per dataset (means over seeds): IVLP's S (patches, mean over blocks)
+    in the four conditions, whether removing the bias term costs more S than removing the rescaling,
+    and the oracle's HM beside IVLP's."""
+    s = s[(s.variant_name == "ivlp") & (s.group == "patches")]
+    S = s.groupby(["dataset", "condition"]).S.mean().unstack("condition")
+    H = hm.groupby(["dataset", "model"]).hm.mean().unstack("model")
+    oracle = next(c for c in H.columns if c.startswith("oracle"))
+    parts = []
+    for dataset, row in S.iterrows():
+        bias_cost, rescale_cost = row["as trained"] - row["bias term removed"], row["as trained"] - row["rescaling removed"]
+        which = "the bias term" if bias_cost > rescale_cost else "the rescaling"
+        parts.append(
+            f"**{dataset}**: S {row['as trained']:.3f} as trained, {row['bias term removed']:.3f} without the bias "
+            f"term, {row['rescaling removed']:.3f} without the rescaling, {row[MEAN_ABLATED]:.3f} with the bias "
+            f"term mean-ablated, so the compensation rests more on {which}; oracle HM {H.loc[dataset, oracle]:.1f} "
+            f"vs IVLP {H.loc[dataset, 'ivlp']:.1f}")
+    return "Per dataset (IVLP, means over seeds): " + "; ".join(parts) + "."

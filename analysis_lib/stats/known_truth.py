@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -35,12 +35,13 @@ from ..study.aggregate import harmonic_mean
 from ..study.run_folder import LoadedRun
 from ..study.trainer import evaluate
 from .analyses import majority_patches, zeroshot_twin
+from .causal import MEAN_ABLATED, bias_term_means
 
 GROUPS = ("cls", "foreground", "background", "patches")
 SHARED_GROUPS = ("cls", "patches")  # the groups every demo dataset has, paired or not
 PAIR_SEED = 7019                     # the renders' own seed: no run's seed, the same for every run
 CONDITIONS = {"as trained": Ablation(), "bias term removed": Ablation(keep_bias=False),
-              "rescaling removed": Ablation(keep_rescale=False)}
+              "rescaling removed": Ablation(keep_rescale=False), MEAN_ABLATED: Ablation()}  # + its means
 WRITES = ("bias term", "rescaling")
 
 
@@ -176,7 +177,8 @@ def known_truth_table(run: LoadedRun, n_images: int) -> pd.DataFrame:
 
     Zero-shot runs: δ and κ, S of the oracle at each block, and the oracle's accuracy (base, novel,
     HM on the whole test sets; block −1 is zero-shot itself). Prompted runs with vision prompts:
-    β of the bias term and of the rescaling, S as trained, bias term removed, rescaling removed.
+    β of the bias term and of the rescaling, S as trained, bias term removed, rescaling removed, bias
+    term mean-ablated (replaced by its mean over the run's test-image sample, as in claim C3m).
     Bias tuning: β of its learned vectors, S as trained."""
     model = run.model("base")
     dataset, kind = run.settings.dataset, model.config.variant
@@ -187,7 +189,7 @@ def known_truth_table(run: LoadedRun, n_images: int) -> pd.DataFrame:
     rows: list[dict] = []
     if kind == "zeroshot":
         delta, kappa = known_shift(h_plain, h_shifted, p.groups)
-        rows += _vector_rows("delta", "", delta) + _scalar_rows("kappa", "", kappa)
+        rows += _vector_rows("delta", "zero-shot", delta) + _scalar_rows("kappa", "zero-shot", kappa)
         n_tokens = h_plain.shape[2]
         models = {c: run.model(c) for c in ("base", "novel")}
         loaders = {c: list(run.test_loader(c)) for c in ("base", "novel")}  # decoded once, evaluated 5 times
@@ -212,7 +214,10 @@ def known_truth_table(run: LoadedRun, n_images: int) -> pd.DataFrame:
         writes = attention_writes(model, p.shifted)
         for name, values in writes.items():
             rows += _vector_rows("beta", name, group_means(values, p.groups))
+        means = bias_term_means(model, run.test_loader("base", n_images))
         for condition, ablation in CONDITIONS.items():
+            if condition == MEAN_ABLATED:
+                ablation = replace(ablation, bias_means=means)
             with model.ablate(ablation):
                 h = residual_stream(model, p.shifted)
             rows += _scalar_rows("S", condition, compensation(h, h_plain, h_shifted, p.groups))
@@ -273,7 +278,7 @@ def specificity(table: pd.DataFrame, variant_name: str = "ivlp", write: str = "b
     frames = []
     for seed, part in table.groupby("seed"):
         beta = vectors(part[part.variant_name == variant_name], "beta", write)
-        delta = vectors(part[part.variant == "zeroshot"], "delta", "")
+        delta = vectors(part[part.variant == "zeroshot"], "delta", "zero-shot")
         if len(set(beta) & set(delta)) < 2:
             continue
         m = specificity_matrix(beta, delta).stack().rename("cosine").reset_index()
@@ -336,3 +341,28 @@ def specificity_effects(table: pd.DataFrame, variant_name: str = "ivlp") -> pd.D
         drop = (drop["as trained"] - drop["bias term removed"]).rename("beside").reset_index()
         effects = effects.merge(drop, on=["dataset", "seed"], how="left")
     return effects
+
+
+@torch.no_grad()
+def visibility(backbone: Backbone, dataset: str, template: str, per_class: int = 20) -> pd.DataFrame:
+    """Can demo-clip tell the classes of ``dataset`` apart, drawn pretraining-style and dataset-style?
+    Per style: zero-shot accuracy over all its classes (do the names reach the images?) and a
+    nearest-class-mean probe on the image features (half of each class's renders as shots, the other
+    half as tests: is the class in the image at all?). Chance is 1 / classes."""
+    from ..model.prompted import build_model
+    scenes = world.DATASETS[dataset].classes
+    names = [world.DATASETS[dataset].classname(s) for s in scenes]
+    model = build_model("zeroshot", backbone, names, template).eval()
+    p = pairs(dataset, backbone, per_class)
+    labels = torch.arange(len(scenes)).repeat_interleave(per_class)
+    text, half = model.encode_text(), per_class // 2
+    rows = []
+    for style, images in (("pretraining-style", p.plain), (f"{dataset}-style", p.shifted)):
+        features = model.encode_image(images)
+        zero_shot = (model.logits_from(features, text).argmax(-1) == labels).float().mean()
+        grouped = features.reshape(len(scenes), per_class, -1)
+        centres = torch.nn.functional.normalize(grouped[:, :half].mean(1), dim=-1)
+        probe = ((grouped[:, half:] @ centres.T).argmax(-1) == torch.arange(len(scenes))[:, None]).float().mean()
+        rows.append({"style": style, "zero-shot accuracy": 100 * float(zero_shot),
+                     "nearest-class-mean probe accuracy": 100 * float(probe), "chance": 100 / len(scenes)})
+    return pd.DataFrame(rows)
