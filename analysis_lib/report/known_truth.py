@@ -4,6 +4,7 @@ from __future__ import annotations
 import altair as alt
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from ..demo import world
 from ..stats import known_truth as kt
@@ -26,12 +27,12 @@ def paired_gallery(per_dataset: int = 2):
             else:
                 plain, _, shifted, _ = world.unpaired_render(name, scene, [kt.PAIR_SEED, i])
             label = dataset.classname(scene)
-            images += [(_uint8(plain), f"{label}, plain"), (_uint8(shifted), f"{name}")]
+            images += [(_picture(plain), f"{label}, plain"), (_picture(shifted), name)]
     return image_grid(images, SIZE)
 
 
-def _uint8(image: np.ndarray) -> np.ndarray:
-    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+def _picture(image: np.ndarray) -> Image.Image:
+    return Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
 
 
 def specificity_heatmap(m: pd.DataFrame) -> alt.FacetChart:
@@ -98,21 +99,22 @@ def numbers(effects: pd.DataFrame, s: pd.DataFrame, hm: pd.DataFrame) -> pd.Data
                          for c, label in columns.items() if (c, "mean") in stats}, index=stats.index)
 
 
-def compensation_answer(s: pd.DataFrame, hm: pd.DataFrame) -> str:
+def compensation_answer(s: pd.DataFrame, hm: pd.DataFrame, datasets) -> str:
     """The answer's second half, per dataset (means over seeds): IVLP's S (patches, mean over blocks)
-    in the four conditions, whether removing the bias term costs more S than removing the rescaling,
-    and the oracle's HM beside IVLP's."""
+    as trained and what each removal changes, and the oracle's HM beside IVLP's."""
     s = s[(s.variant_name == "ivlp") & (s.group == "patches")]
     S = s.groupby(["dataset", "condition"]).S.mean().unstack("condition")
     H = hm.groupby(["dataset", "model"]).hm.mean().unstack("model")
     oracle = next(c for c in H.columns if c.startswith("oracle"))
     parts = []
-    for dataset, row in S.iterrows():
-        bias_cost, rescale_cost = row["as trained"] - row["bias term removed"], row["as trained"] - row["rescaling removed"]
-        which = "the bias term" if bias_cost > rescale_cost else "the rescaling"
+    for dataset in [d for d in datasets if d in S.index]:
+        row = S.loc[dataset]
+        trained = row["as trained"]
+        moves = ("moves the shifted images towards the plain ones" if trained > 0
+                 else "moves the shifted images further from the plain ones")
         parts.append(
-            f"**{dataset}**: S {row['as trained']:.3f} as trained, {row['bias term removed']:.3f} without the bias "
-            f"term, {row['rescaling removed']:.3f} without the rescaling, {row[MEAN_ABLATED]:.3f} with the bias "
-            f"term mean-ablated, so the compensation rests more on {which}; oracle HM {H.loc[dataset, oracle]:.1f} "
-            f"vs IVLP {H.loc[dataset, 'ivlp']:.1f}")
-    return "Per dataset (IVLP, means over seeds): " + "; ".join(parts) + "."
+            f"**{dataset}**: IVLP {moves} (S = {trained:+.3f}); without the bias term S = "
+            f"{row['bias term removed']:+.3f}, without the rescaling {row['rescaling removed']:+.3f}, with the bias "
+            f"term mean-ablated {row[MEAN_ABLATED]:+.3f}; oracle HM {H.loc[dataset, oracle]:.1f} vs IVLP "
+            f"{H.loc[dataset, 'ivlp']:.1f}")
+    return "Per dataset (means over seeds): " + "; ".join(parts) + "."

@@ -43,6 +43,7 @@ PAIR_SEED = 7019                     # the renders' own seed: no run's seed, the
 CONDITIONS = {"as trained": Ablation(), "bias term removed": Ablation(keep_bias=False),
               "rescaling removed": Ablation(keep_rescale=False), MEAN_ABLATED: Ablation()}  # + its means
 WRITES = ("bias term", "rescaling")
+CONTROL = " (control)"  # suffix of the writes of the same variant at its initial, untrained prompts
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def known_truth_table(run: LoadedRun, n_images: int) -> pd.DataFrame:
 
     Zero-shot runs: δ and κ, S of the oracle at each block, and the oracle's accuracy (base, novel,
     HM on the whole test sets; block −1 is zero-shot itself). Prompted runs with vision prompts:
-    β of the bias term and of the rescaling, S as trained, bias term removed, rescaling removed, bias
+    β of the bias term and of the rescaling, trained and of the control (untrained prompts), S as trained, bias term removed, rescaling removed, bias
     term mean-ablated (replaced by its mean over the run's test-image sample, as in claim C3m).
     Bias tuning: β of its learned vectors, S as trained."""
     model = run.model("base")
@@ -211,9 +212,9 @@ def known_truth_table(run: LoadedRun, n_images: int) -> pd.DataFrame:
         rows += _scalar_rows("S", "as trained", compensation(residual_stream(model, p.shifted), h_plain, h_shifted,
                                                              p.groups))
     else:
-        writes = attention_writes(model, p.shifted)
-        for name, values in writes.items():
-            rows += _vector_rows("beta", name, group_means(values, p.groups))
+        for suffix, m in (("", model), (CONTROL, run.control("base"))):  # trained, and untrained (the control)
+            for name, values in attention_writes(m, p.shifted).items():
+                rows += _vector_rows("beta", name + suffix, group_means(values, p.groups))
         means = bias_term_means(model, run.test_loader("base", n_images))
         for condition, ablation in CONDITIONS.items():
             if condition == MEAN_ABLATED:
