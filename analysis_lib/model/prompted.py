@@ -203,36 +203,42 @@ class PromptedCLIP(nn.Module):
             raise ValueError(f"tower must be 'vision' or 'text', got {tower!r}")
         n = self.text_tokens.shape[1]
         return TokenLayout(n, self.text_tower.slot.mask(n),
-                           token_types=[self._token_types(i) for i in range(len(self.classnames))],
+                           token_types=self._token_types(),
                            eos_index=self.eos_index.cpu())
 
-    def _token_types(self, c: int) -> list[str]:
-        """Each position's type, from the pieces of the prompt tokenised separately (never by
+    def _token_types(self) -> list[list[str]]:
+        """Each class prompt's type per position, from the pieces of the prompt tokenised separately (never by
         searching the class name in the text: Food101's "pho" occurs inside "photo").
 
         Pieces: [SOS]; the words before the class (learned context: its n_ctx positions are
         "prompt", any init words left fixed are "template"; zero-shot: the template words play the
         prompt's part); the class name ("category"); the words after it ('.' is "period", the rest
-        "template"); [EOS]; padding.
+        "template"); [EOS]; padding. Where the end of the class name merges with what follows into
+        one token ("ram (adult male sheep)." ends in ")."; "Jr." + "." is ".."), the prompt's tokens
+        are matched to the pieces from both ends, and the tokens between the words before and the
+        words after that still tokenise alike are "category": a merged token holds the end of the
+        class name, so it is typed as the class.
         """
-        name, encode = self.classnames[c], self.tokenizer.encode
-        if self.config.text_n_ctx:
-            before, after = self.prompt_texts[c][: -len(f"{name}.")], "."
-        else:
-            before, after = self.template.split("{}")
-        n_before = len(encode(before)) if before.strip() else 0
-        n_prompt = self.config.text_n_ctx or n_before
+        encode = self.tokenizer.encode
+        # The words around the class are the same for every class (the template, or the context).
+        before, after = (self.prompt_texts[0][: -len(f"{self.classnames[0]}.")], ".") if self.config.text_n_ctx \
+            else self.template.split("{}")
+        before_ids = encode(before) if before.strip() else []
+        n_prompt = self.config.text_n_ctx or len(before_ids)
         after_ids = encode(after)
-        types = (["sos"] + ["prompt"] * n_prompt + ["template"] * (n_before - n_prompt)
-                 + ["category"] * len(encode(name))
-                 + ["period" if self.tokenizer.decode([i]).strip() == "." else "template" for i in after_ids])
-        eos = int(self.eos_index[c])
-        pieces = [self.text_tokens[c, 0].item()] + encode(before) + encode(name) + after_ids
-        if len(types) != eos or self.text_tokens[c, :eos].tolist() != pieces:
-            raise VariantError(f"class {name!r}: the prompt {self.prompt_texts[c]!r} does not tokenise as its "
-                               "pieces do (the name merges with the text around it into one token), so its "
-                               "positions have no single type; rename the class, e.g. drop trailing punctuation")
-        return types + ["eos"] + [PADDING] * (self.text_tokens.shape[1] - eos - 1)
+        after_types = ["period" if self.tokenizer.decode([i]).strip() == "." else "template" for i in after_ids]
+        result = []
+        for c, (name, eos) in enumerate(zip(self.classnames, self.eos_index.tolist())):
+            tokens = self.text_tokens[c, 1:eos].tolist()                  # between [SOS] and [EOS]
+            n_before = _common_prefix(tokens, before_ids)
+            n_after = _common_prefix(tokens[n_before:][::-1], after_ids[::-1])
+            if n_before < n_prompt:
+                raise VariantError(f"class {name!r}: the prompt {self.prompt_texts[c]!r} does not keep the "
+                                   f"{n_prompt} prompt positions apart from the class name; rename the class")
+            types = (["sos"] + ["prompt"] * n_prompt + ["template"] * (n_before - n_prompt)
+                     + ["category"] * (len(tokens) - n_before - n_after) + after_types[len(after_types) - n_after:])
+            result.append(types + ["eos"] + [PADDING] * (self.text_tokens.shape[1] - eos - 1))
+        return result
 
     # ----------------------------------------------------------------- parameters
     def train(self, mode: bool = True):
@@ -274,6 +280,14 @@ class PromptedCLIP(nn.Module):
             for name, p in self.named_parameters():
                 if name in state:
                     p.copy_(state[name])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading items ``a`` and ``b`` share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def length_groups(lengths: list[int], pass_cost: float = PASS_COST_TOKENS) -> list[tuple[int, int, int]]:

@@ -301,9 +301,10 @@ def causal_effect(claim: str, tower: str, form: str) -> Callable[[StudyTables], 
         hm = _hm(study)
         if hm.empty:
             return hm
-        hm = hm.xs((tower, form), level=("tower", "form")).reset_index()
+        trained = hm.xs((tower, ALL_BLOCKS), level=("tower", "form"))["as trained"]   # one form only
+        hm = hm.xs((tower, form), level=("tower", "form"))
         return _effects(claim, hm.assign(value=hm["rescaling removed"] - hm["bias term removed"],
-                                         beside=hm["as trained"] - hm["both removed"]), beside="beside")
+                                         beside=trained - hm["both removed"]).reset_index(), beside="beside")
     return effect
 
 
