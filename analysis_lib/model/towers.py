@@ -112,6 +112,8 @@ class Tower(nn.Module):
             attn_out = self_attention(block.attn, block.ln_1(x), mask, prompt_keys, scope, self._ablation(ablation, i))
             x = x + block.ls_1(attn_out) + self._bias("attn", i)
             x = x + block.ls_2(block.mlp(block.ln_2(x))) + self._bias("mlp", i)
+            x = scope.edit("resid_post", x)
+            scope.record("resid_post", x)
         return x
 
     def _ablation(self, ablation: Ablation, block: int) -> Ablation:

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # Chapters that read the per-run tables of every run and the claims table; the chapter that
 # explains one run; chapters built from the results table of all runs.
 STAGE_NOTEBOOKS = ("claims", "decomposition", "causal_ablation", "token_contributions", "cls_foreground",
-                   "eos_attention", "distance_entropy", "prompts_as_background", "bias_tuning")
+                   "eos_attention", "distance_entropy", "prompts_as_background", "bias_tuning", "known_truth")
 RUN_NOTEBOOKS = ("attention_explorer",)
 TABLE_NOTEBOOKS = ("results",)
 DATA_NOTEBOOKS = ("datasets",)  # chapters about the experiment's data, no run needed

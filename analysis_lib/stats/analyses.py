@@ -255,9 +255,13 @@ def patch_foreground(mask_file, image_size: int, grid: int, foreground_values=(1
                            Image.NEAREST)
         left, top = (mask.width - image_size) // 2, (mask.height - image_size) // 2
         pixels = np.asarray(mask.crop((left, top, left + image_size, top + image_size)))
-    fg = torch.from_numpy(np.isin(pixels, foreground_values).astype(np.float32))
-    patch = image_size // grid
-    return fg.reshape(grid, patch, grid, patch).mean((1, 3)).flatten() > 0.5
+    return majority_patches(torch.from_numpy(np.isin(pixels, foreground_values).astype(np.float32)), grid)
+
+
+def majority_patches(foreground: torch.Tensor, grid: int) -> torch.Tensor:
+    """[G²] bool: the patches of a [S, S] 0/1 pixel mask whose pixels are mostly foreground."""
+    patch = foreground.shape[0] // grid
+    return foreground.reshape(grid, patch, grid, patch).mean((1, 3)).flatten() > 0.5
 
 
 def masked_batches(run: LoadedRun, grid: int, limit: int | None):

@@ -41,6 +41,7 @@ from scipy import stats
 
 from ..study.experiment import Experiment
 from .causal import ALL_BLOCKS, BELOW_DEPTH, MEAN_ABLATED
+from .known_truth import specificity_effects
 
 AVERAGE = "Average"
 CONFIDENCE, ALPHA = 0.95, 0.05
@@ -387,6 +388,13 @@ def low_information_effect(study: StudyTables) -> pd.DataFrame:
                                          "value": (wide[low] - others).to_numpy()}))
 
 
+def known_truth_effect(study: StudyTables) -> pd.DataFrame:
+    """C7 (the demo world only, where each dataset's shift is known): per dataset and seed, how much
+    more IVLP's bias term points along −δ of its own dataset than of the others; beside it, what
+    removing the bias term costs the compensation S (``known_truth.specificity_effects``)."""
+    return _effects("C7", specificity_effects(study.tables["known_truth"]), beside="beside")
+
+
 def low_information_row(dataset: str) -> str:
     return f"{dataset} − others"
 
@@ -440,6 +448,13 @@ for _claim, _effect, _tables in (
            across_datasets=False), low_information_effect, ()),
 ):
     register(_claim, _effect, _tables)
+register(Claim("C7", "The prompts' bias term undoes the dataset's known shift (demo world only)",
+               "cosine of the bias term's write β with −δ of its own dataset − mean cosine with the other "
+               "datasets' −δ (both centred across datasets; mean over blocks, [CLS] and patches)", "above", 0.0,
+               "a bias term aimed at its own dataset's shift is any excess over the other datasets' shifts; "
+               "a generic bias term (the same for every dataset) has none",
+               "S as trained − S with the bias term removed (patches, mean over blocks)"),
+         known_truth_effect, ("known_truth",))
 
 
 def claim_effects(study: StudyTables) -> pd.DataFrame:

@@ -35,6 +35,8 @@ from ..study.run_folder import LoadedRun, load_run
 from ..study.sweep import METRICS_FILE, dask_client, first_line, is_complete, output_lock, run_folder
 from . import analyses
 from .causal import ablation_accuracy
+from .known_truth import known_truth_table
+from ..demo.world import DATASETS as DEMO_WORLD
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +51,18 @@ EXPLAINED_IMAGES = 16      # relevance needs a backward pass per image: explain 
 @dataclass(frozen=True)
 class PerRunTable:
     """One analysis table of a finished run: ``compute(run, n_images)``, for the runs whose variant
-    kind is in ``kinds`` (and, with ``needs_masks``, whose dataset has foreground masks)."""
+    kind is in ``kinds`` (and, with ``needs_masks``, whose dataset has foreground masks; with
+    ``datasets``, whose dataset is one of them)."""
 
     name: str
     compute: Callable[[LoadedRun, int], pd.DataFrame]
     kinds: frozenset[str] = frozenset({"ivlp"})
     needs_masks: bool = False
+    datasets: frozenset[str] | None = None
 
     def applies(self, kind: str, dataset: str) -> bool:
-        return kind in self.kinds and (not self.needs_masks or data.get_spec(dataset).mask_dir is not None)
+        return (kind in self.kinds and (not self.needs_masks or data.get_spec(dataset).mask_dir is not None)
+                and (self.datasets is None or dataset in self.datasets))
 
 
 def _decomposition(run: LoadedRun, n: int) -> pd.DataFrame:
@@ -117,6 +122,9 @@ for _table in (
                 needs_masks=True),
     PerRunTable("causal_ablation", lambda run, n: ablation_accuracy(run)),  # the whole test sets
     PerRunTable("contributions", _contributions),
+    # The known-truth test (C7): only the demo world knows each dataset's shift.
+    PerRunTable("known_truth", known_truth_table, frozenset({"zeroshot", "ivlp", "vision", "bias"}),
+                datasets=frozenset(DEMO_WORLD)),
 ):
     register(_table)
 
