@@ -7,7 +7,11 @@ chapters are; a widget; one-line pages for the others), serves the site on 127.0
 Debian's chromium through playwright-core (tests/browser/check_book.mjs). `make browser-deps`
 installs both; without them the tests skip, saying so.
 
-Set BOOK_HTML=_build/html to run the same browser check on a book built by `make book`.
+Every page's first load is weighed (the files it transferred, raw and gzip-compressed as a static
+host serves them) against PAGE_BUDGET; the table is printed (`pytest -s`).
+
+Set BOOK_HTML=_build/html to run the same browser check on a book built by `make book`, and
+BOOK_SCREENSHOT=book/_static/attention-explorer.png to take the README's picture of its explorer.
 """
 from __future__ import annotations
 
@@ -21,9 +25,10 @@ import subprocess
 import sys
 import threading
 from contextlib import contextmanager
-from functools import partial
+from functools import lru_cache, partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 import altair as alt
 import nbformat
@@ -188,9 +193,11 @@ def serve(directory: Path):
         server.server_close()
 
 
-def check_in_browser(html: Path, screenshots: Path | None = None) -> dict:
+def check_in_browser(html: Path, screenshots: Path | None = None, shot: Path | None = None) -> dict:
     with serve(html) as base:
-        command = ["node", str(BROWSER / "check_book.mjs"), "--base", base]
+        command = ["node", str(BROWSER / "check_book.mjs"), "--base", base, "--files", str(html)]
+        if shot:
+            command += ["--shot", f"{GENERATED}/{EXPLORER_PAGE}.html:{shot}"]
         if screenshots:
             screenshots.mkdir(parents=True, exist_ok=True)
             command += ["--screenshots", str(screenshots)]
@@ -198,7 +205,41 @@ def check_in_browser(html: Path, screenshots: Path | None = None) -> dict:
     assert proc.stdout, f"check_book.mjs printed nothing:\n{proc.stderr}"
     report = json.loads(proc.stdout)
     assert proc.returncode == 0 and report["ok"], "\n".join(report["problems"]) or proc.stderr
+    assert report["search"]["listed"] and report["search"]["note"], report["search"]
     return report
+
+
+# A first visit's transfer per page, set from the demo book's measured pages (the table in
+# book/performance.md) with room for growth: a chapter weighs 0.8-1.3 MB (0.25-0.4 MB gzip).
+PAGE_BUDGET = {"raw": 1.5e6, "gzip": 0.6e6}
+
+
+@lru_cache(maxsize=None)
+def _gzip_size(path: Path) -> int:
+    return len(gzip.compress(path.read_bytes()))
+
+
+def page_weights(report: dict, html: Path) -> dict[str, dict]:
+    """Every page's first load: files, bytes as files (served uncompressed here) and gzip-compressed."""
+    weights = {}
+    for page in report["pages"]:
+        paths = {html / unquote(r["url"]).lstrip("/") for r in page["firstLoad"]}
+        weights[page["page"]] = {"files": len(paths), "raw": sum(p.stat().st_size for p in paths),
+                                 "gzip": sum(map(_gzip_size, paths))}
+    return weights
+
+
+def check_page_weights(report: dict, html: Path) -> dict[str, dict]:
+    """Print every page's weight; fail on a page over PAGE_BUDGET."""
+    weights = page_weights(report, html)
+    rows = [f"| `{page}` | {w['files']} | {w['raw'] / 1e6:.2f} | {w['gzip'] / 1e6:.2f} |"
+            for page, w in sorted(weights.items())]
+    print("\n".join(["| page | files | MB | MB gzip |", "| --- | ---: | ---: | ---: |", *rows]))
+    over = [f"{page}: {w['raw'] / 1e6:.2f} MB ({w['gzip'] / 1e6:.2f} MB gzip)" for page, w in weights.items()
+            if w["raw"] > PAGE_BUDGET["raw"] or w["gzip"] > PAGE_BUDGET["gzip"]]
+    assert not over, (f"pages over the budget of {PAGE_BUDGET['raw'] / 1e6} MB ({PAGE_BUDGET['gzip'] / 1e6} MB gzip): "
+                      + "; ".join(over))
+    return weights
 
 
 def explorer_weight(page: dict, html: Path) -> dict:
@@ -253,6 +294,12 @@ def test_book_offline_charts_render_and_explorer_responds(browser, tmp_path):
     assert 0 < wide["width"] < 1600 and wide["overflow"] <= 1     # scaled down into the column
     assert explorer["code"] == {"inputs": 3, "shown": 0}         # every code cell collapsed, none gone
     check_explorer(explorer, html)
+    weights = check_page_weights(report, html)
+    heavy = {"vega.min.js", "tex-chtml.js", "fontawesome.js"}
+    loads = {p["page"]: {Path(r["url"]).name for r in p["firstLoad"]} & heavy for p in report["pages"]}
+    assert loads["book/intro.html"] == set() and loads["book/method.html"] == {"tex-chtml.js"}
+    assert loads[f"{GENERATED}/{EXPLORER_PAGE}.html"] == {"vega.min.js"}     # its charts; no math
+    assert weights["book/intro.html"]["raw"] < 1e6
     assert by_page[f"{GENERATED}/{WIDGET_PAGE}.html"]["widgets"] == 1
     assert by_page["book/method.html"]["math"] > 10
     intro = (html / "book" / "intro.html").read_text()
@@ -265,9 +312,11 @@ def test_book_offline_charts_render_and_explorer_responds(browser, tmp_path):
 @pytest.mark.skipif("BOOK_HTML" not in os.environ, reason="set BOOK_HTML=_build/html to check a built book")
 def test_built_book_in_browser(browser):
     html = Path(os.environ["BOOK_HTML"]).resolve()
-    report = check_in_browser(html)
+    shot = os.environ.get("BOOK_SCREENSHOT") and Path(os.environ["BOOK_SCREENSHOT"]).resolve()
+    report = check_in_browser(html, shot=shot)
     [explorer] = [p for p in report["pages"] if p["page"].endswith(f"{EXPLORER_PAGE}.html")]
     check_explorer(explorer, html)
+    check_page_weights(report, html)
 
 
 def test_executed_notebooks_are_tagged_for_the_book():
