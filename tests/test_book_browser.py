@@ -265,7 +265,7 @@ def explorer_weight(page: dict, html: Path) -> dict:
     files = {r["url"] for r in page["firstLoad"]}
     first = next(f for f in files if "/_static/explorer/" in f)
     raw = sum((html / f.lstrip("/")).stat().st_size for f in files)
-    gz = sum(len(gzip.compress((html / f.lstrip("/")).read_bytes())) for f in files)
+    gz = sum(_gzip_size(html / f.lstrip("/")) for f in files)
     data = (html / first.lstrip("/")).read_bytes()
     vitb16 = explorer_page.synthetic_tables(8, 12, 12, 14, 12, 8, 20, 224)
     vit_data = explorer_page.dataset_script(explorer_page.pack_dataset("ViT-B/16", vitb16)).encode()
