@@ -91,13 +91,7 @@ class PromptedCLIP(nn.Module):
     # ----------------------------------------------------------------- prompts
     def _class_prompts(self) -> tuple[list[str], bool]:
         """The text of each class prompt, and whether learned context starts from the init words."""
-        n_ctx, init = self.config.text_n_ctx, self.config.ctx_init
-        if not n_ctx:
-            texts, from_words = [self.template.format(c) for c in self.classnames], False
-        else:
-            from_words = init is not None and n_ctx <= len(self.tokenizer.encode(init))
-            prefix = init if from_words else " ".join(["X"] * n_ctx)
-            texts = [f"{prefix} {c}." for c in self.classnames]
+        texts, from_words = class_prompts(self.config, self.template, self.classnames, self.tokenizer)
         context = self.clip.context_length
         longest = max(texts, key=lambda t: len(self.tokenizer.encode(t)))
         if len(self.tokenizer.encode(longest)) + 2 > context:
@@ -288,6 +282,22 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
+
+
+def class_prompts(config: VariantConfig, template: str, classnames: list[str], tokenizer) -> tuple[list[str], bool]:
+    """Each class's prompt text as the variant writes it (the template, or ``n_ctx`` learned
+    tokens before the name), and whether the learned context starts from ``ctx_init``'s words."""
+    n_ctx, init = config.text_n_ctx, config.ctx_init
+    if not n_ctx:
+        return [(config.text_template or template).format(c) for c in classnames], False
+    from_words = init is not None and n_ctx <= len(tokenizer.encode(init))
+    prefix = init if from_words else " ".join(["X"] * n_ctx)
+    return [f"{prefix} {c}." for c in classnames], from_words
+
+
+def text_positions(groups: list[tuple[int, int, int]]) -> int:
+    """Token positions one pass over the class prompts runs through the text tower, by length group."""
+    return sum((stop - start) * length for start, stop, length in groups)
 
 
 def length_groups(lengths: list[int], pass_cost: float = PASS_COST_TOKENS) -> list[tuple[int, int, int]]:
