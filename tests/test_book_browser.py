@@ -7,7 +7,11 @@ chapters are; a widget; one-line pages for the others), serves the site on 127.0
 Debian's chromium through playwright-core (tests/browser/check_book.mjs). `make browser-deps`
 installs both; without them the tests skip, saying so.
 
-Set BOOK_HTML=_build/html to run the same browser check on a book built by `make book`.
+Every page's first load is weighed (the files it transferred, raw and gzip-compressed as a static
+host serves them) against PAGE_BUDGET; the table is printed (`pytest -s`).
+
+Set BOOK_HTML=_build/html to run the same browser check on a book built by `make book`, and
+BOOK_SCREENSHOT=book/_static/attention-explorer.png to take the README's picture of its explorer.
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ import subprocess
 import sys
 import threading
 from contextlib import contextmanager
-from functools import partial
+from functools import lru_cache, partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 import altair as alt
 import nbformat
@@ -33,6 +38,7 @@ import pandas as pd
 import pytest
 import yaml
 from ipywidgets import IntSlider
+from PIL import Image
 from ipywidgets.embed import embed_data
 
 from analysis_lib.report import charts, explorer_page
@@ -191,9 +197,11 @@ def serve(directory: Path):
         server.server_close()
 
 
-def check_in_browser(html: Path, screenshots: Path | None = None) -> dict:
+def check_in_browser(html: Path, screenshots: Path | None = None, shot: Path | None = None) -> dict:
     with serve(html) as base:
-        command = ["node", str(BROWSER / "check_book.mjs"), "--base", base]
+        command = ["node", str(BROWSER / "check_book.mjs"), "--base", base, "--files", str(html)]
+        if shot:
+            command += ["--shot", f"{GENERATED}/{EXPLORER_PAGE}.html:{shot}"]
         if screenshots:
             screenshots.mkdir(parents=True, exist_ok=True)
             command += ["--screenshots", str(screenshots)]
@@ -201,7 +209,61 @@ def check_in_browser(html: Path, screenshots: Path | None = None) -> dict:
     assert proc.stdout, f"check_book.mjs printed nothing:\n{proc.stderr}"
     report = json.loads(proc.stdout)
     assert proc.returncode == 0 and report["ok"], "\n".join(report["problems"]) or proc.stderr
+    assert report["search"]["listed"] and report["search"]["note"], report["search"]
     return report
+
+
+# A page's first visit transfers its own files and the theme's, and, only where the page uses
+# them (asserted in the tests below), the book's vendored libraries: vega + vega-lite + vega-embed
+# (0.83 MB, 0.27 MB gzip) where a chart is drawn, MathJax (1.2 MB with its fonts) where there is math,
+# the widget manager (3.7 MB) where a widget is saved; and the attention explorer's data of the
+# dataset shown (`check_explorer` weighs it). The budget is for the rest, set from the demo book's
+# measured pages (book/performance.md): 0.94-1.07 MB (0.32-0.38 MB gzip) each.
+PAGE_BUDGET = {"raw": 1.2e6, "gzip": 0.45e6}
+LIBRARIES = ("vega", "vega-lite", "vega-embed", "mathjax", "requirejs", "html-manager")
+
+
+@lru_cache(maxsize=None)
+def _gzip_size(path: Path) -> int:
+    return len(gzip.compress(path.read_bytes()))
+
+
+def _library(url: str) -> str | None:
+    """Which vendored library (or the explorer's per-dataset data, weighed by `check_explorer`) a file is of."""
+    if "/_static/explorer/" in url:
+        return "explorer data"
+    parts = url.split("/_static/vendor/")
+    return parts[1].split("/")[0] if len(parts) == 2 and parts[1].split("/")[0] in LIBRARIES else None
+
+
+def page_weights(report: dict, html: Path) -> dict[str, dict]:
+    """Every page's first load: files, bytes as files (served uncompressed here) and gzip-compressed,
+    in all and without what only some pages load (``own``), and which of those it loaded."""
+    weights = {}
+    for page in report["pages"]:
+        urls = {unquote(r["url"]) for r in page["firstLoad"]}
+        paths = {url: html / url.lstrip("/") for url in urls}
+        own = [path for url, path in paths.items() if _library(url) is None]
+        weights[page["page"]] = {
+            "files": len(paths), "raw": sum(p.stat().st_size for p in paths.values()),
+            "gzip": sum(map(_gzip_size, paths.values())), "own_raw": sum(p.stat().st_size for p in own),
+            "own_gzip": sum(map(_gzip_size, own)), "libraries": sorted({_library(u) for u in urls} - {None})}
+    return weights
+
+
+def check_page_weights(report: dict, html: Path) -> dict[str, dict]:
+    """Print every page's weight (a markdown table); fail on a page whose own files pass PAGE_BUDGET."""
+    weights = page_weights(report, html)
+    rows = [f"| `{page}` | {w['files']} | {w['raw'] / 1e6:.2f} | {w['gzip'] / 1e6:.2f} | "
+            f"{w['own_raw'] / 1e6:.2f} | {w['own_gzip'] / 1e6:.2f} | {', '.join(w['libraries']) or '—'} |"
+            for page, w in sorted(weights.items())]
+    print("\n".join(["| page | files | MB | MB gzip | own files: MB | MB gzip | loaded only where used |",
+                     "| --- | ---: | ---: | ---: | ---: | ---: | --- |", *rows]))
+    over = [f"{page}: {w['own_raw'] / 1e6:.2f} MB ({w['own_gzip'] / 1e6:.2f} MB gzip)" for page, w in weights.items()
+            if w["own_raw"] > PAGE_BUDGET["raw"] or w["own_gzip"] > PAGE_BUDGET["gzip"]]
+    assert not over, (f"pages over the budget of {PAGE_BUDGET['raw'] / 1e6} MB ({PAGE_BUDGET['gzip'] / 1e6} MB "
+                      "gzip) besides the libraries and data it loads where used: " + "; ".join(over))
+    return weights
 
 
 def explorer_weight(page: dict, html: Path) -> dict:
@@ -210,7 +272,7 @@ def explorer_weight(page: dict, html: Path) -> dict:
     files = {r["url"] for r in page["firstLoad"]}
     first = next(f for f in files if "/_static/explorer/" in f)
     raw = sum((html / f.lstrip("/")).stat().st_size for f in files)
-    gz = sum(len(gzip.compress((html / f.lstrip("/")).read_bytes())) for f in files)
+    gz = sum(_gzip_size(html / f.lstrip("/")) for f in files)
     data = (html / first.lstrip("/")).read_bytes()
     vitb16 = explorer_page.synthetic_tables(8, 12, 12, 14, 12, 8, 20, 224)
     vit_data = explorer_page.dataset_script(explorer_page.pack_dataset("ViT-B/16", vitb16)).encode()
@@ -314,6 +376,12 @@ def test_book_offline_charts_render_and_explorer_responds(browser, tmp_path):
     assert 0 < wide["width"] < 1600 and wide["overflow"] <= 1     # scaled down into the column
     assert explorer["code"] == {"inputs": 3, "shown": 0}         # every code cell collapsed, none gone
     check_explorer(explorer, html)
+    weights = check_page_weights(report, html)
+    libraries = {page: w["libraries"] for page, w in weights.items()}
+    assert libraries["book/intro.html"] == [] and libraries["book/method.html"] == ["mathjax"]
+    assert libraries[f"{GENERATED}/{EXPLORER_PAGE}.html"] == ["explorer data", "vega", "vega-embed", "vega-lite"]
+    assert libraries[f"{GENERATED}/{WIDGET_PAGE}.html"] == ["html-manager", "requirejs"]
+    assert not any("fontawesome.js" in r["url"] for p in report["pages"] for r in p["firstLoad"])
     assert by_page[f"{GENERATED}/{WIDGET_PAGE}.html"]["widgets"] == 1
     assert by_page["book/method.html"]["math"] > 10
     intro = (html / "book" / "intro.html").read_text()
@@ -326,9 +394,13 @@ def test_book_offline_charts_render_and_explorer_responds(browser, tmp_path):
 @pytest.mark.skipif("BOOK_HTML" not in os.environ, reason="set BOOK_HTML=_build/html to check a built book")
 def test_built_book_in_browser(browser):
     html = Path(os.environ["BOOK_HTML"]).resolve()
-    report = check_in_browser(html)
+    shot = os.environ.get("BOOK_SCREENSHOT") and Path(os.environ["BOOK_SCREENSHOT"]).resolve()
+    report = check_in_browser(html, shot=shot)
     [explorer] = [p for p in report["pages"] if p["page"].endswith(f"{EXPLORER_PAGE}.html")]
     check_explorer(explorer, html)
+    check_page_weights(report, html)
+    if shot:  # the README's picture: 256 colours are plenty for a page of flat colours and one image
+        Image.open(shot).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(shot, optimize=True)
 
 
 def test_executed_notebooks_are_tagged_for_the_book():

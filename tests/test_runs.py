@@ -26,16 +26,21 @@ def test_run_folder_and_reload(ivlp_run):
                + config.vision_depth * config.vision_n_ctx * clip.visual.transformer.width)
     assert written["base_acc"] == metrics["base_acc"] and written["n_trainable"] == prompts  # deep prompts only
     assert run.model("novel").classnames != run.model("base").classnames
-    table = ablation_accuracy(run)
-    as_trained = table.set_index("ablation").loc["as trained"]
-    assert as_trained["base"] == pytest.approx(metrics["base_acc"])
-    assert as_trained["novel"] == pytest.approx(metrics["novel_acc"])
+    every = ablation_accuracy(run)
+    table = every[every.tower == "both"]
+    as_trained = table.set_index("ablation").loc["as trained"]               # the whole test sets, as the run
+    assert as_trained["base"] == pytest.approx(metrics["base_acc"], abs=1e-4)
+    assert as_trained["novel"] == pytest.approx(metrics["novel_acc"], abs=1e-4)
     removals = ["bias term removed", "rescaling removed", "both removed"]
     assert list(zip(table["ablation"], table["form"])) == [("as trained", "all blocks")] + [
-        (name, form) for form in ("all blocks", "below prompt depth") for name in removals]
+        (name, form) for form in ("all blocks", "below prompt depth") for name in removals] + [
+        ("bias term mean-ablated", "all blocks")]
     # The run's prompts reach every block (depth 2 of 2): both forms are the same ablation.
-    forms = table.iloc[1:].set_index(["form", "ablation"])
+    forms = table.iloc[1:-1].set_index(["form", "ablation"])
     assert forms.loc["all blocks"].equals(forms.loc["below prompt depth"])
+    # One tower at a time: as trained and the three removals, in every block.
+    for tower in ("vision", "text"):
+        assert list(every[every.tower == tower].ablation) == ["as trained"] + removals
 
 
 def test_same_seed_same_metrics(ivlp_run, tmp_path):

@@ -76,6 +76,20 @@ def read_dataset(name: str, root: str | Path, *, allow_missing_images: bool = Fa
     return DatasetSplits(spec.name, classnames, *(splits[s] for s in SPLITS), skipped=skipped)
 
 
+def read_classnames(name: str, root: str | Path) -> list[str]:
+    """Dataset `name`'s class names by label, without listing or checking its images (what the
+    cost model needs). ImageNet's labels are its sorted class folders, named by classnames.txt."""
+    spec = get_spec(name)
+    dataset_dir = _dataset_dir(spec, root)
+    if spec.layout != "imagenet":
+        reader = {"split_file": _read_split_file, "fgvc_aircraft": _read_fgvc_aircraft}[spec.layout]
+        return reader(spec, dataset_dir)[1]
+    path = _required_file(spec, dataset_dir / "classnames.txt")
+    with open(path, encoding="utf-8") as f:
+        names = dict(line.strip().partition(" ")[::2] for line in f if line.strip())
+    return [names[wnid] for wnid in sorted(names)]
+
+
 def mask_path(spec: DatasetSpec, root: str | Path, item: Item) -> Path | None:
     """The item's foreground mask (OxfordPets trimap, demo masks); None if the dataset has none."""
     if spec.mask_dir is None:

@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 # Chapters that read the per-run tables of every run and the claims table; the chapter that
 # explains one run; chapters built from the results table of all runs.
 STAGE_NOTEBOOKS = ("claims", "decomposition", "causal_ablation", "token_contributions", "cls_foreground",
-                   "eos_attention", "distance_entropy", "prompts_as_background", "bias_tuning")
-RUN_NOTEBOOKS = ("attention_explorer",)
+                   "eos_attention", "distance_entropy", "prompts_as_background", "bias_tuning", "known_truth")
+RUN_NOTEBOOKS = ("attention_explorer", "library_tour")
 TABLE_NOTEBOOKS = ("results",)
 DATA_NOTEBOOKS = ("datasets",)  # chapters about the experiment's data, no run needed
 DEMO_MODEL = "demo-clip"
@@ -111,11 +111,14 @@ def _up_to_date(target: Path, params: dict, *inputs: Path) -> bool:
 def tag_for_book(nb: nbformat.NotebookNode) -> None:
     """Collapse every code cell's source (``hide-input``: the reader sees the outputs and can open
     the code) and the whole of papermill's injected-parameters cell (``hide-cell``): the values a
-    page was computed with stay one click away, but no reader has to scroll past them."""
+    page was computed with stay one click away, but no reader has to scroll past them. A cell
+    tagged ``show-input`` keeps its code in view (the library tour, whose code is the point)."""
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         tags = cell.metadata.setdefault("tags", [])
+        if "show-input" in tags:
+            continue
         tag = "hide-cell" if "injected-parameters" in tags else "hide-input"
         if tag not in tags:
             tags.append(tag)

@@ -66,12 +66,14 @@ class Run:
 @dataclass(frozen=True)
 class AnalysisConfig:
     """The analyses: ``n_images`` test images per run for every per-run table (``stats/per_run.py``);
-    dataset, variant_name and seed pick the one run the attention explorer shows."""
+    dataset, variant_name and seed pick the one run the attention explorer shows;
+    ``low_information`` names the dataset with little category information (claim C6e)."""
 
     dataset: str
     variant_name: str
     seed: int
     n_images: int = 64
+    low_information: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,11 @@ class Experiment:
     analysis: AnalysisConfig | None = None
     reuse_kernels: bool = False  # one kernel per sweep worker, cleared between runs (sweep.py)
     cache_dir: str | None = None  # few-shot subsets (default: <output_root>/split_fewshot)
+
+    @property
+    def low_information(self) -> str | None:
+        """The dataset with little category information (claim C6e), if the file names one."""
+        return self.analysis.low_information if self.analysis else None
 
     def runs(self) -> list[Run]:
         """Every (dataset, variant, seed), datasets outermost, in the file's order."""
@@ -234,12 +241,13 @@ def _analysis(value, datasets, variants, seeds) -> AnalysisConfig | None:
     for key in value:
         if key not in keys:
             raise unknown_name_error("analysis", "key", key, keys)
-    hints = {"dataset": str, "variant_name": str, "seed": int, "n_images": int}
-    defaults = {"dataset": datasets[0], "seed": seeds[0], "n_images": 64,
+    hints = {"dataset": str, "variant_name": str, "seed": int, "n_images": int, "low_information": str | None}
+    defaults = {"dataset": datasets[0], "seed": seeds[0], "n_images": 64, "low_information": None,
                 "variant_name": "ivlp" if "ivlp" in variants else next(iter(variants))}
     config = AnalysisConfig(**{k: check_type(f"analysis.{k}", value.get(k, defaults[k]), hints[k]) for k in keys})
-    for key, allowed in (("dataset", datasets), ("variant_name", variants), ("seed", seeds)):
-        if getattr(config, key) not in allowed:
+    for key, allowed in (("dataset", datasets), ("variant_name", variants), ("seed", seeds),
+                         ("low_information", datasets)):
+        if getattr(config, key) not in allowed and not (key == "low_information" and config.low_information is None):
             raise unknown_name_error(f"analysis.{key}", key, getattr(config, key), allowed)
     return config
 

@@ -1,6 +1,7 @@
 // Opens a built book in headless Chromium and checks what a reader offline would see.
 //
 //   node check_book.mjs --base http://127.0.0.1:PORT/ [--start index.html] [--screenshots DIR]
+//                       [--files DIR] [--shot PAGE:FILE.png]
 //
 // From the start page it visits every page of the site linked from the pages it has seen, and
 // records every request. It reports (JSON on stdout; exit code 1 on any problem):
@@ -18,6 +19,10 @@
 //   bars' ranges, the hover texts of two patches and of one [EOS] bar) for the test to recompute;
 // and, per page, every file loaded before any control moved (firstLoad) and after (laterLoads).
 // Per page it also counts the code cells' inputs and how many of them a reader sees unopened.
+// The browser cache is off, so each page's firstLoad is everything a first visit transfers.
+// --files DIR: the same book as a folder; its search page is opened from disk (file://) and the
+// report says how many results it lists and whether it tells the reader how to serve the book.
+// --shot PAGE:FILE.png: a screenshot of PAGE's first attention explorer (its viewport, at rest).
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -40,6 +45,7 @@ const WAIT_MS = 15000;
 const problems = [];
 const requests = [];
 const pages = [];
+let search = null;  // --files: the search page opened from disk
 
 const userDataDir = mkdtempSync(join(tmpdir(), "book-chromium-"));
 const context = await chromium.launchPersistentContext(userDataDir, {
@@ -229,6 +235,8 @@ async function visit(url) {
     if (res.status() >= 400) problems.push(`${name}: HTTP ${res.status()} for ${res.url()}`);
   });
 
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.setCacheDisabled", { cacheDisabled: true });
   await page.goto(url, { waitUntil: "networkidle" });
   const info = { page: name, charts: [], code: {}, math: 0, widgets: 0, explorers: [] };
 
@@ -278,6 +286,11 @@ async function visit(url) {
     quiet = inFlight > 0 ? 0 : quiet + 50;
   }
   info.firstLoad = loaded.map((r) => ({ ...r, url: new URL(r.url).pathname }));
+  if (args.shot && args.shot.split(":")[0] === name) {
+    const explorer = page.locator('.book-chart[data-book-chart="attention_explorer"]').first();
+    await explorer.scrollIntoViewIfNeeded();
+    await explorer.screenshot({ path: args.shot.split(":").slice(1).join(":") });
+  }
   info.explorers = await checkExplorers(page, name);
   info.laterLoads = loaded.slice(info.firstLoad.length).map((r) => ({ ...r, url: new URL(r.url).pathname }));
   if (args.screenshots) {
@@ -287,6 +300,21 @@ async function visit(url) {
   await page.close();
   pages.push(info);
   return links;
+}
+
+// The search page opened from disk, searching for a word of the first page.
+async function searchFromDisk(dir) {
+  const page = await context.newPage();
+  const url = new URL(`file://${dir.replace(/\/$/, "")}/search.html`);
+  url.searchParams.set("q", "prompts");
+  await page.goto(url.href);
+  const listed = await page.waitForFunction(() => document.querySelectorAll("#search-results li").length, null,
+    { timeout: WAIT_MS }).then((n) => n.jsonValue(), () => 0);
+  const note = await page.locator(".search-from-disk").count();
+  await page.close();
+  if (!listed) problems.push("search.html from disk lists no result");
+  if (!note) problems.push("search.html from disk does not say how to serve the book");
+  return { listed, note: note === 1 };
 }
 
 try {
@@ -302,10 +330,11 @@ try {
       queue.push(u.href);
     }
   }
+  if (args.files) search = await searchFromDisk(args.files);
 } finally {
   await context.close();
   rmSync(userDataDir, { recursive: true, force: true });
 }
 
-console.log(JSON.stringify({ ok: problems.length === 0, problems, pages, requests: requests.length }, null, 1));
+console.log(JSON.stringify({ ok: problems.length === 0, problems, pages, search, requests: requests.length }, null, 1));
 process.exit(problems.length ? 1 : 0);
