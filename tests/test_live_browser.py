@@ -88,12 +88,12 @@ def explore(runs_root, tmp_path_factory):
 
 def library_top(run_dir: Path, runs_root: Path, key: tuple[str, str]) -> list[tuple[str, float]]:
     """The top classes of the explorer's first image with the causal test's ablation ``key``,
-    computed here from the model and the library's ablation (``causal.ABLATIONS``)."""
+    computed here from the model and the library's ablation (``causal.STATES``)."""
     first = live_explorer.LiveExplorer(runs_root, run_dir)       # the state the page opens in
     run = load_run(run_dir)
     model = run.model(first.classname.value[0])
     inputs, _ = explorer_data.model_inputs(run, [first.source])
-    with torch.no_grad(), model.ablate(causal.ABLATIONS[key]):
+    with torch.no_grad(), model.ablate(causal.STATES[key]):
         probs = model(inputs).float().softmax(-1)[0]
     p, c = probs.topk(min(live_explorer.TOP, len(model.classnames)))
     return [(model.classnames[i], float(v)) for i, v in zip(c.tolist(), p)]

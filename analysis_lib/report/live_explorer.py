@@ -2,7 +2,7 @@
 image (a test image or an upload), any query patch, and live ablations of the prompts' two ways.
 
 Computed on demand by the book page's data function (``stats/explorer_data.image_tables``); the
-ablations are the causal test's (``stats/causal.ABLATIONS``, ``PromptedCLIP.ablate``). Needs a
+ablations are the causal test's states (``stats/causal.STATES``, ``PromptedCLIP.ablate``), in both towers. Needs a
 kernel: ``make explore`` serves it as a Voilà app, ``make lab`` opens ``notebooks/live_explorer.ipynb``.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..stats.causal import ABLATIONS, ALL_BLOCKS, BELOW_DEPTH, REMOVALS
+from ..stats import causal
+from ..stats.causal import ALL_BLOCKS, BELOW_DEPTH, REMOVALS, STATES
 from ..stats.explorer_data import GROUPS, PANELS, TEXT_MODELS, explorer_items, image_tables, model_inputs
 from ..files import read_json
 from ..model.variants import VariantError, variant_config
@@ -35,7 +36,7 @@ SMALL = 72              # pixels of a head in the overview
 TEST_IMAGES = 40        # test images offered per run (half base, half novel, classes in turn)
 TOP = 5
 DIFFERENCE = "W − CLIP"
-AS_TRAINED = ("as trained", ALL_BLOCKS)
+AS_TRAINED = (causal.AS_TRAINED, ALL_BLOCKS)
 
 
 # --- what is shown (the same selections as the book page's script) ---------------------------
@@ -72,13 +73,13 @@ def eos_row(tables: dict, model: str, classname: str, block: int, head: int | No
 @torch.no_grad()
 def top_classes(run: LoadedRun, path: str, group: str, ablation: tuple[str, str], k: int = TOP) -> pd.DataFrame:
     """The ``k`` most probable classes of ``group`` for the image file, as trained and with the
-    causal test's ``ablation`` (a key of ``causal.ABLATIONS``): rank, class and probability each."""
+    causal test's ``ablation`` (a key of ``causal.STATES``, in both towers): rank, class and probability each."""
     model = run.model(group)
     inputs, _ = model_inputs(run, [path])
     names = model.classnames
     columns = {}
     for label, key in (("trained", AS_TRAINED), ("ablated", ablation)):
-        with model.ablate(ABLATIONS[key]):
+        with model.ablate(STATES[key]):
             probs = model(inputs).float().softmax(-1)[0]
         p, c = probs.topk(min(k, len(names)))
         columns |= {f"class {label}": [names[i] for i in c.tolist()], f"p {label}": p.numpy()}
@@ -149,7 +150,7 @@ def top_html(top: pd.DataFrame, ablation: tuple[str, str]) -> str:
                    f"<td>{pb:.4f}</td></tr>" for rank, a, pa, b, pb in zip(
                        top["rank"], top["class trained"], top["p trained"], top["class ablated"], top["p ablated"]))
     return (f'<table class="top-classes"><thead><tr><th></th><th colspan="2">as trained</th>'
-            f'<th colspan="2">{html.escape("as trained" if ablation == AS_TRAINED else ", ".join(ablation))}</th>'
+            f'<th colspan="2">{html.escape(causal.AS_TRAINED if ablation == AS_TRAINED else ", ".join(ablation))}</th>'
             f'</tr></thead><tbody>{rows}</tbody></table>')
 
 
@@ -175,7 +176,7 @@ class LiveExplorer:
         self.query = widgets.IntText(0, description="query", layout=widgets.Layout(display="none"))
         self.query_grid = widgets.GridBox(layout=widgets.Layout(grid_gap="1px"))
         self.query_cls = widgets.Button(description="[CLS]", layout=widgets.Layout(width="5em"))
-        self.removal = widgets.ToggleButtons(options=["as trained", *REMOVALS], description="ablation")
+        self.removal = widgets.ToggleButtons(options=[causal.AS_TRAINED, *REMOVALS], description="ablation")
         self.form = widgets.ToggleButtons(options=[ALL_BLOCKS, BELOW_DEPTH], description="in")
         self.panels = {p: widgets.Image(format="png", width=SIZE, height=SIZE) for p in (*PANELS, DIFFERENCE)}
         for p, image in self.panels.items():
@@ -320,7 +321,7 @@ class LiveExplorer:
     def _ablate(self, *_):
         if self.run is None or self.source is None or self.classname.value is None:
             return
-        key = AS_TRAINED if self.removal.value == "as trained" else (self.removal.value, self.form.value)
+        key = AS_TRAINED if self.removal.value == causal.AS_TRAINED else (self.removal.value, self.form.value)
         self.top.value = top_html(top_classes(self.run, self.source, self.classname.value[0], key), key)
 
     # --- drawing ---------------------------------------------------------------------------
