@@ -160,8 +160,8 @@ async function checkExplorers(page, name) {
     const result = {};
     const moves = [  // [what, control, how: "max" | "last" | "check" | "click" | a value]
       ["block", 'input[name="block"]', "max"],
-      ["overview", 'canvas.ae-head[data-head="1"]', "click"],
       ["head", 'input[name="head"]', "max"],
+      ["overview", 'canvas.ae-head[data-head="0"]', "click"],  // back to head 0, from the overview
       ["text_head", 'input[name="text_head"]', "max"],
       ["image", 'select[name="image"]', "last"],
       ["mean_heads", 'input[name="mean_heads"]', "check"],
@@ -191,7 +191,7 @@ async function checkExplorers(page, name) {
       const changed = (await settle(page, chart, before)) !== before;
       if (!changed) problems.push(`${name}: explorer ${i}: changing ${what} changed nothing`);
       result[what] = changed;
-      if (what === "block") {  // past block 0 (where W/O equals CLIP) the three panels differ
+      if (what === "block") {  // past block 0 (where W/O equals CLIP) the four panels differ
         const panels = await chart.evaluate((el) => [...el.querySelectorAll("canvas[data-panel]")].map((c) => c.toDataURL()));
         result.panelsDiffer = panels.length === 4 && new Set(panels).size === 4;
         if (!result.panelsDiffer) problems.push(`${name}: explorer ${i}: the CLIP, W/O, W and W − CLIP panels are not four different drawings`);
