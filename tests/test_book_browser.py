@@ -15,6 +15,7 @@ BOOK_SCREENSHOT=book/_static/attention-explorer.png to take the README's picture
 """
 from __future__ import annotations
 
+import base64
 import datetime
 import gzip
 import json
@@ -76,13 +77,15 @@ def generated_pages(toc: Path) -> list[str]:
 
 
 EXPLORER_DATASETS = {"SynthPets": (4, 14), "SynthSat": (2, 8)}  # name: (blocks, grid), different on purpose
+EXPLORER_SEEDS = (1, 2)
 
 
 def write_explorer_data(static_dir: Path) -> None:
-    """The explorer's data files for two stand-in datasets, packed from random tables."""
-    for seed, (name, (blocks, grid)) in enumerate(EXPLORER_DATASETS.items()):
-        tables = explorer_page.synthetic_tables(8, blocks, 4, grid, blocks, 2, 9, 64, seed=seed)
-        explorer_page.write_dataset(static_dir, name, tables)
+    """The explorer's data files for two stand-in datasets and two seeds, packed from random tables."""
+    for n, (name, (blocks, grid)) in enumerate(EXPLORER_DATASETS.items()):
+        for seed in EXPLORER_SEEDS:
+            tables = explorer_page.synthetic_tables(8, blocks, 4, grid, blocks, 2, 9, 64, seed=10 * n + seed)
+            explorer_page.write_dataset(static_dir, name, tables, seed)
 
 
 def random_head_stats(rng: np.random.Generator) -> pd.DataFrame:
@@ -113,7 +116,7 @@ def notebook(title: str, outputs: list, widget_state: dict | None = None) -> nbf
 def explorer_notebook() -> nbformat.NotebookNode:
     """The explorer over two stand-in datasets, a scatter and a chart wider than the content column,
     after papermill's parameter cells, tagged as `analysis_lib.report.notebooks` tags the chapters."""
-    page = explorer_page.explorer(list(EXPLORER_DATASETS))
+    page = explorer_page.explorer(list(EXPLORER_DATASETS), EXPLORER_SEEDS)
     rng = np.random.default_rng(0)
     code = nbformat.v4.new_code_cell("explorer_page.explorer(...)", execution_count=3, outputs=[
         nbformat.v4.new_output("display_data", data={"text/html": page.data, "text/plain": "<explorer>"}),
@@ -278,14 +281,72 @@ def explorer_weight(page: dict, html: Path) -> dict:
             "vitb16_gzip": gz - len(gzip.compress(data)) + len(gzip.compress(vit_data))}
 
 
+def packed_data(html: Path, key: str) -> dict:
+    """The content of the data file the page loaded for ``key`` ("<dataset> seed <k>")."""
+    name, seed = key.rsplit(" seed ", 1)
+    text = (html / "_static" / explorer_page.data_file(name, int(seed))).read_text()
+    return json.loads(text[text.index("] = ") + 4:].rstrip(";\n"))
+
+
+def _decoded(packed: dict, key: str, shape) -> np.ndarray:
+    dtype = np.uint8 if key == "codes" else np.float32
+    return np.frombuffer(base64.b64decode(packed[key]), dtype=dtype).reshape(shape)
+
+
+def drawn_rows(packed: dict, image: int, block: int, head: int, mode: str) -> dict[str, np.ndarray]:
+    """The [CLS] rows the page should draw in this state, dequantised from the data file, and W − CLIP."""
+    panels, grid, I, L, H = packed["panels"], packed["grid"], len(packed["images"]), packed["blocks"], packed["heads"]
+    if mode == "rollout":
+        codes = _decoded(packed["rollout"], "codes", (len(panels), I, L, grid * grid))
+        scale = _decoded(packed["rollout"], "scale", (len(panels), I, L))
+        rows = {p: explorer_page.dequantise_rows(codes[n, image, block], scale[n, image, block]) for n, p in enumerate(panels)}
+    else:
+        codes = _decoded(packed["cls"], "codes", (2, I, L, H, grid * grid))
+        scale = _decoded(packed["cls"], "scale", (len(panels), I, L, H))
+        per_head = {p: explorer_page.dequantise_rows(codes[packed["code_panel"][n], image, block], scale[n, image, block])
+                    for n, p in enumerate(panels)}
+        rows = {p: r.mean(0) if head < 0 else r[head] for p, r in per_head.items()}
+    return rows | {"W − CLIP": rows["W"] - rows["CLIP"]}
+
+
+def check_probe(probe: dict, html: Path) -> None:
+    """The colour bars span the drawn panels' range, and hovering shows the data file's values."""
+    state = probe["state"]
+    packed = packed_data(html, state["key"])
+    image, block, head = int(state["image"]), int(state["block"]), int(state["head"])
+    rows = drawn_rows(packed, image, block, head, state["mode"])
+    top = max(float(rows[p].max()) for p in packed["panels"])
+    assert probe["bars"]["attention"] == pytest.approx([0, top], rel=1e-5)          # the colour bar = the panels' maximum
+    spread = float(np.abs(rows["W − CLIP"]).max())
+    assert probe["bars"]["difference"] == pytest.approx([-spread, spread], rel=1e-5)
+    grid = packed["grid"]
+    for hover, (fx, fy) in zip(probe["hovers"], [(0.02, 0.02), (0.7, 0.4)]):
+        assert hover["patch"] == int(fy * grid) * grid + int(fx * grid)
+        shown = dict(re.findall(r"(CLIP|W/O|W|W − CLIP) (-?[\d.e+-]+)(?:,|$)", hover["text"].split(": ", 1)[1]))
+        assert set(shown) == set(rows), hover["text"]
+        for panel, value in shown.items():                                      # 4 significant digits
+            assert float(value) == pytest.approx(float(rows[panel][hover["patch"]]), rel=1e-3, abs=1e-9), panel
+    classname = packed["images"][image]["classname"]
+    text_block, text_head = min(block, packed["text_blocks"] - 1), int(state["textHead"])
+    for eos in probe["eos"]:
+        t = packed["text"][classname][eos["model"]]
+        shape = (packed["text_blocks"], packed["text_heads"], len(t["tokens"]))
+        values = explorer_page.dequantise_rows(_decoded(t["attention"], "codes", shape), _decoded(t["attention"], "scale", shape[:2]))
+        expected = values[text_block].mean(0) if text_head < 0 else values[text_block, text_head]
+        assert float(eos["text"].rsplit(": ", 1)[1]) == pytest.approx(float(expected[eos["index"]]), rel=1e-3, abs=1e-9)
+
+
 def check_explorer(page: dict, html: Path) -> dict:
-    """Every control of the explorer changed the view, the second dataset loaded only when picked."""
+    """Every control of the explorer changed the view, each (dataset, seed) loaded only when picked,
+    what the reader reads off the page is the data file's, and the page fits a phone."""
     [explorer] = page["explorers"]
-    controls = ["block", "head", "text_head", "image", "mean_heads", "rollout", "raw", "dataset"]
+    controls = ["block", "overview", "head", "text_head", "image", "mean_heads", "rollout", "raw", "overview_panel",
+                "seed", "dataset"]
     assert explorer["panelsDiffer"] and {c: explorer[c] for c in controls} == dict.fromkeys(controls, True)
+    check_probe(explorer["probe"], html)
     first = [r["url"] for r in page["firstLoad"] if "/_static/explorer/" in r["url"]]
     later = [r["url"] for r in page["laterLoads"] if "/_static/explorer/" in r["url"]]
-    assert len(first) == 1 and len(later) == 1 and first != later, (first, later)
+    assert len(first) == 1 and len(later) == 2 and first[0] not in later, (first, later)
     weight = explorer_weight(page, html)
     print(f"explorer page, first load: {weight['files']} files, {weight['raw'] / 1e6:.2f} MB "
           f"({weight['gzip'] / 1e6:.2f} MB gzip), of which the first dataset {weight['data_raw'] / 1e3:.0f} kB "

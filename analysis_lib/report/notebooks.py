@@ -57,10 +57,10 @@ def notebook_parameters(experiment: Experiment, name: str, out_dir: Path) -> dic
     a = experiment.analysis
     params = {"runs_root": experiment.output_root, "dataset": a.dataset, "variant_name": a.variant_name,
               "seed": a.seed, "data_root": experiment.data_root, "n_images": a.n_images, "tables_dir": tables}
-    if name == "attention_explorer":  # every dataset of the experiment, its data under the site's _static/
+    if name == "attention_explorer":  # every dataset and seed of the experiment, its data under the site's _static/
         params = {"runs_root": experiment.output_root, "datasets": list(experiment.datasets),
-                  "variant_name": a.variant_name, "seed": a.seed, "data_root": experiment.data_root,
-                  "n_images": EXPLORER_IMAGES, "static_dir": str(out_dir / "_static")}
+                  "variant_name": a.variant_name, "seeds": list(experiment.seeds),
+                  "data_root": experiment.data_root, "n_images": EXPLORER_IMAGES, "static_dir": str(out_dir / "_static")}
     return params
 
 

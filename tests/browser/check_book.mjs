@@ -11,9 +11,12 @@
 // - charts (div.book-chart, any .vega-embed) without an <svg> or <canvas> inside, or drawn wider
 //   than the page's content column,
 // - math that MathJax did not typeset, widgets that the widget manager did not render,
-// - attention explorers whose three panels are not different drawings, or whose view does not
+// - attention explorers whose four panels are not different drawings, or whose view does not
 //   change when a control moves (block, head, text head, image, mean over heads, raw / rollout,
-//   dataset);
+//   a head picked in the overview, the overview's panel, seed, dataset), or that do not fit a
+//   390 px wide screen (controls above four panels side by side, nothing past the screen's edge);
+//   for each explorer it reports what it read after moving the block (the drawn state, the colour
+//   bars' ranges, the hover texts of two patches and of one [EOS] bar) for the test to recompute;
 // and, per page, every file loaded before any control moved (firstLoad) and after (laterLoads).
 // Per page it also counts the code cells' inputs and how many of them a reader sees unopened.
 // The browser cache is off, so each page's firstLoad is everything a first visit transfers.
@@ -86,7 +89,54 @@ async function renderedCharts(page) {
 async function drawing(chart) {
   return chart.evaluate((el) =>
     [...el.querySelectorAll("canvas")].map((c) => c.toDataURL()).join("|") +
-    [...el.querySelectorAll(".ae-bars, .ae-numbers")].map((e) => e.innerHTML).join("|"));
+    [...el.querySelectorAll(".ae-bars, .ae-numbers, .ae-readout")].map((e) => e.innerHTML).join("|"));
+}
+
+// What a reader reads off the explorer in its current state: the colour bars' ranges and the
+// hover texts of two patches (all four panels' values) and of the last [EOS] bar of each model.
+async function probe(chart) {
+  const state = await chart.evaluate((el) => ({ ...el.dataset }));
+  const bars = await chart.evaluate((el) => Object.fromEntries([...el.querySelectorAll(".ae-colourbar")].map(
+    (b) => [b.dataset.kind, [Number(b.dataset.min), Number(b.dataset.max)]])));
+  const canvas = chart.locator('canvas[data-panel="W − CLIP"]');
+  const box = await canvas.boundingBox();
+  const hovers = [];
+  for (const [fx, fy] of [[0.02, 0.02], [0.7, 0.4]]) {
+    await canvas.hover({ position: { x: box.width * fx, y: box.height * fy } });
+    hovers.push(await chart.locator(".ae-hover").evaluate((h) => ({ patch: Number(h.dataset.patch), text: h.textContent })));
+  }
+  const eos = [];
+  for (const model of ["CLIP", "prompted"]) {
+    const bar = chart.locator(`.ae-bars[data-model="${model}"] .ae-bar`).last();
+    await bar.hover();
+    eos.push({ model, index: (await chart.locator(`.ae-bars[data-model="${model}"] .ae-bar`).count()) - 1,
+      text: await chart.locator(".ae-hover").textContent() });
+  }
+  return { state, bars, hovers, eos };
+}
+
+// At 390 px: the controls come before the panels, the four panels sit side by side, and no part of
+// the explorer reaches past the screen's right edge.
+async function narrowLayout(page, chart) {
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300);
+  const layout = await chart.evaluate((el) => {
+    const rect = (e) => e.getBoundingClientRect();
+    const panels = [...el.querySelectorAll("canvas[data-panel]")].map(rect);
+    const widest = Math.max(rect(el).right, rect(el).left + el.scrollWidth);  // what scrolls inside (the [EOS] bars) is inside
+    const culprits = [...el.querySelectorAll("*")].filter((e) => rect(e).right > window.innerWidth + 1 && !e.closest(".ae-text"))
+      .slice(0, 3).map((e) => `${e.tagName.toLowerCase()}.${e.className} (${Math.round(rect(e).right)} px)`);
+    return { width: window.innerWidth, widest, culprits, controlsBottom: rect(el.querySelector(".ae-controls")).bottom,
+      readoutTop: rect(el.querySelector(".ae-readout")).top, panelTops: panels.map((r) => Math.round(r.top)),
+      panelWidths: panels.map((r) => Math.round(r.width)) };
+  });
+  await page.setViewportSize({ width: 1280, height: 900 });
+  const problems_ = [];
+  if (layout.widest > layout.width + 1) problems_.push(`reaches ${Math.round(layout.widest)} px on a ${layout.width} px screen: ${layout.culprits.join(", ")}`);
+  if (new Set(layout.panelTops).size !== 1 || layout.panelTops.length !== 4) problems_.push(`panels not side by side (tops ${layout.panelTops})`);
+  if (Math.min(...layout.panelWidths) < 60) problems_.push(`panels only ${layout.panelWidths} px wide`);
+  if (!(layout.controlsBottom <= layout.readoutTop && layout.readoutTop < layout.panelTops[0])) problems_.push("the controls and readout are not above the panels");
+  return { layout, problems: problems_ };
 }
 
 async function settle(page, chart, before) {
@@ -108,14 +158,17 @@ async function checkExplorers(page, name) {
     await page.waitForFunction((el) => el.dataset.state === "ready", await chart.elementHandle(), { timeout: WAIT_MS })
       .catch(() => problems.push(`${name}: explorer ${i} never became ready`));
     const result = {};
-    const moves = [  // [what, control, how: "max" | "last" | "check" | a value]
+    const moves = [  // [what, control, how: "max" | "last" | "check" | "click" | a value]
       ["block", 'input[name="block"]', "max"],
       ["head", 'input[name="head"]', "max"],
+      ["overview", 'canvas.ae-head[data-head="0"]', "click"],  // back to head 0, from the overview
       ["text_head", 'input[name="text_head"]', "max"],
       ["image", 'select[name="image"]', "last"],
       ["mean_heads", 'input[name="mean_heads"]', "check"],
       ["rollout", 'select[name="view"]', "rollout"],
       ["raw", 'select[name="view"]', "raw"],
+      ["overview_panel", 'select[name="overview_panel"]', "CLIP"],
+      ["seed", 'select[name="seed"]', "last"],
       ["dataset", 'select[name="dataset"]', "last"],
     ];
     for (const [what, selector, how] of moves) {
@@ -126,7 +179,8 @@ async function checkExplorers(page, name) {
       }
       if (how === "last" && (await control.evaluate((input) => input.options.length)) < 2) continue;  // nothing to pick
       const before = await drawing(chart);
-      await control.evaluate((input, how) => {
+      if (how === "click") await control.click();
+      else await control.evaluate((input, how) => {
         if (how === "max") input.value = input.max;
         else if (how === "last") input.selectedIndex = input.options.length - 1;
         else if (how === "check") input.checked = true;
@@ -137,13 +191,17 @@ async function checkExplorers(page, name) {
       const changed = (await settle(page, chart, before)) !== before;
       if (!changed) problems.push(`${name}: explorer ${i}: changing ${what} changed nothing`);
       result[what] = changed;
-      if (what === "block") {  // past block 0 (where W/O equals CLIP) the three panels differ
+      if (what === "block") {  // past block 0 (where W/O equals CLIP) the four panels differ
         const panels = await chart.evaluate((el) => [...el.querySelectorAll("canvas[data-panel]")].map((c) => c.toDataURL()));
-        result.panelsDiffer = panels.length === 3 && new Set(panels).size === 3;
-        if (!result.panelsDiffer) problems.push(`${name}: explorer ${i}: the CLIP, W/O and W panels are not three different drawings`);
+        result.panelsDiffer = panels.length === 4 && new Set(panels).size === 4;
+        if (!result.panelsDiffer) problems.push(`${name}: explorer ${i}: the CLIP, W/O, W and W − CLIP panels are not four different drawings`);
+        result.probe = await probe(chart);
       }
     }
     result.dataset_name = await chart.locator('select[name="dataset"]').inputValue();
+    const narrow = await narrowLayout(page, chart);
+    result.narrow = narrow.layout;
+    narrow.problems.forEach((p) => problems.push(`${name}: explorer ${i} at 390 px: ${p}`));
     results.push(result);
   }
   return results;
