@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 import typing
@@ -111,6 +112,20 @@ def versions() -> dict:
             "open_clip": open_clip.__version__}
 
 
+# Settings that name files or folders: recorded as absolute paths (see recorded_settings).
+PATH_SETTINGS = ("pretrained", "data_root", "cache_dir")
+
+
+def recorded_settings(settings: RunSettings) -> dict:
+    """The settings as metrics.json keeps them: paths resolved when the run is made (a
+    ``pretrained`` tag stays a tag), so the run folder reopens from any working directory."""
+    flat = settings.to_dict()
+    for key in PATH_SETTINGS:
+        if flat[key] is not None and (key != "pretrained" or os.path.exists(flat[key])):
+            flat[key] = os.path.abspath(flat[key])
+    return flat
+
+
 def fewshot_cache(settings: RunSettings) -> Path:
     """Where the run caches its few-shot subset: cache_dir, else the run folder."""
     return Path(settings.cache_dir or Path(settings.output_dir) / "split_fewshot")
@@ -164,7 +179,7 @@ def _run_training(settings: RunSettings) -> dict:
         "n_trainable": model.n_trainable, "n_base_classes": len(base.classnames),
         "n_novel_classes": len(novel.classnames), "n_train_images": len(base.train),
         "wall_time_s": time.perf_counter() - start, "device": str(device),
-        "settings": settings.to_dict(), "variant_config": model.config.to_dict(), "versions": versions(),
+        "settings": recorded_settings(settings), "variant_config": model.config.to_dict(), "versions": versions(),
     }
     write_text_atomic(out / LOSS_FILE, "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
     write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2))
