@@ -15,6 +15,7 @@ import sys
 from .study import aggregate, sweep
 from .study.experiment import Experiment, check_runnable, load_experiment
 from .checks import ConfigError
+from .files import FileWriteError
 
 log = logging.getLogger("analysis_lib")
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = load_experiment(args.experiment, data_root=args.data_root)
         weights_problem = check_runnable(experiment, require_weights=not args.dry_run)
         runs = sweep.select_runs(experiment.runs(), args.only)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError, FileWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -87,12 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = sweep.run_sweep(runs, experiment.notebook, experiment.output_root, workers=workers,
                                   scheduler=args.scheduler, gpus=gpus, reuse_kernels=experiment.reuse_kernels)
-    except sweep.SweepBusyError as err:
+    except (sweep.SweepBusyError, FileWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(sweep.summary_table(results))
-    if any(r.status != "failed" for r in results):
-        _aggregate(experiment)
+    if any(r.status != "failed" for r in results) and _aggregate(experiment):
+        return 2
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
@@ -111,16 +112,12 @@ def _projected_cost(runs) -> int:
 
 def _aggregate(experiment: Experiment) -> int:
     """Results table of the runs that are complete for the experiment's current configuration."""
-    runs = experiment.runs()
-    folders = [sweep.run_folder(experiment.output_root, r) for r in runs]
-    done = [folder / sweep.METRICS_FILE for folder, r in zip(folders, runs)
-            if sweep.is_complete(folder, r.config_hash)]
-    if not done:
-        print(f"error: no finished runs under {experiment.output_root}", file=sys.stderr)
+    from .study.completeness import aggregate_finished
+    try:
+        aggregate_finished(experiment)
+    except (ValueError, FileWriteError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    table = aggregate.results_table(aggregate.load_metrics(done))
-    paths = aggregate.write_results(table, experiment.output_root)
-    log.info("%d of %d runs aggregated into %s", len(done), len(runs), ", ".join(map(str, paths)))
     return 0
 
 

@@ -191,7 +191,8 @@ def execute_run(run: Run, notebook: str | Path, output_root: str | Path, cwd: st
         failed = final.with_name(f"{final.name}.failed")
         shutil.rmtree(failed, ignore_errors=True)
         os.replace(tmp, failed)
-        return RunResult(run.run_id, "failed", time.perf_counter() - start, first_line(err), str(failed))
+        return RunResult(run.run_id, "failed", time.perf_counter() - start,
+                         first_line(err) + drop_truncated(failed / executed.name), str(failed))
     _publish(tmp, final)
     return RunResult(run.run_id, "done", total, folder=str(final), timing=timing)
 
@@ -203,6 +204,19 @@ def first_line(err: BaseException) -> str:
     else:
         text = f"{type(err).__name__}: {err}"
     return next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+
+
+def drop_truncated(notebook: Path) -> str:
+    """Remove ``notebook`` if it was cut short (a full disk while papermill wrote it): no damaged
+    file is left to open. Returns what to add to the error ("" when the notebook is whole or absent)."""
+    try:
+        nbformat.read(notebook, as_version=4)
+        return ""
+    except FileNotFoundError:
+        return ""
+    except Exception:  # noqa: BLE001 - any unreadable notebook is a damaged one
+        notebook.unlink()
+        return f"; its executed notebook {notebook} was cut short (is the disk full?) and was removed"
 
 
 def notebook_timing(nb, total_s: float) -> dict:
@@ -281,13 +295,25 @@ def run_sweep(runs: list[Run], notebook: str, output_root: str, workers: int = 1
 
 
 class SweepBusyError(RuntimeError):
-    """Another sweep is writing into the same output folder."""
+    """Another command (a sweep, or the analyses) is writing into the same output folder."""
+
+
+_HELD_LOCKS: dict[Path, int] = {}  # folders this process holds, and how deeply (output_lock nests)
 
 
 @contextmanager
-def output_lock(output_root: Path):
+def output_lock(output_root: Path, command: str = "sweep"):
     """Hold ``<output_root>/.sweep.lock`` (an flock, released even if this process is killed), so
-    that two sweeps never execute and publish the same runs at once."""
+    that two commands (``command`` names this one for the other's error) never execute and
+    publish into the same folder at once. A process that holds it may take it again."""
+    output_root = Path(output_root).absolute()
+    if _HELD_LOCKS.get(output_root):
+        _HELD_LOCKS[output_root] += 1
+        try:
+            yield
+        finally:
+            _HELD_LOCKS[output_root] -= 1
+        return
     output_root.mkdir(parents=True, exist_ok=True)
     path = output_root / ".sweep.lock"
     with open(path, "a+") as lock:
@@ -296,12 +322,16 @@ def output_lock(output_root: Path):
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
-            raise SweepBusyError(f"another sweep ({holder}) is writing into {output_root}; wait for it to "
-                                 "finish, or give this experiment another output_root") from None
+            raise SweepBusyError(f"{holder} is writing into {output_root}; wait for it to finish, or give "
+                                 f"this {command} another output folder") from None
         lock.truncate(0)
-        lock.write(f"pid {os.getpid()}")
+        lock.write(f"{command} (pid {os.getpid()})")
         lock.flush()
-        yield
+        _HELD_LOCKS[output_root] = 1
+        try:
+            yield
+        finally:
+            del _HELD_LOCKS[output_root]
 
 
 def _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, reuse_kernels) -> list[RunResult]:
