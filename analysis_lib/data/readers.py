@@ -123,7 +123,8 @@ def load_json(path: Path, fix: str | None = None):
 
 
 def items_from_entries(path: Path, which: str, entries, image_root: Path) -> list[Item]:
-    """[[relative_path, label, classname], ...] as items with absolute paths."""
+    """[[relative_path, label, classname], ...] as items with absolute paths; a path that is
+    absolute or climbs out of ``image_root`` is refused (a split file reads nothing outside it)."""
     if not isinstance(entries, list):
         raise SplitFileFormatError(path, f'"{which}" is not a list of [relative_path, label, '
                                          "classname]")
@@ -133,6 +134,10 @@ def items_from_entries(path: Path, which: str, entries, image_root: Path) -> lis
                 and isinstance(entry[1], int) and isinstance(entry[2], str)):
             raise SplitFileFormatError(path, f'entry {i} of "{which}" is {entry!r}, '
                                              "expected [relative_path, label, classname]")
+        if os.path.isabs(entry[0]) or os.path.normpath(entry[0]).split(os.sep)[0] == os.pardir:
+            raise SplitFileFormatError(path, f'entry {i} of "{which}" names {entry[0]!r}, outside the image '
+                                             f"folder {image_root}; entries are paths relative to it",
+                                       "fix or re-download the file; images are read only from inside the dataset")
         items.append(Item(str(image_root / entry[0]), entry[1], entry[2]))
     return items
 
