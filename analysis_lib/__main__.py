@@ -74,15 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
+        complete = {r.run_id for r in runs if sweep.is_complete(sweep.run_folder(experiment.output_root, r),
+                                                                 r.config_hash, r.split_sha256)}
         for r in runs:
-            state = "complete" if sweep.is_complete(sweep.run_folder(experiment.output_root, r), r.config_hash) \
-                else "to run"
-            print(f"{r.run_id:<40} {state:<9} {r.config_hash[:12]}")
+            print(f"{r.run_id:<40} {'complete' if r.run_id in complete else 'to run':<9} {r.config_hash[:12]}")
         print(f"{len(runs)} runs, notebook {experiment.notebook}, output {experiment.output_root}")
         if weights_problem:
             print(f"warning: the sweep itself would stop here: {weights_problem}")
-        return _projected_cost([r for r in runs if not sweep.is_complete(
-            sweep.run_folder(experiment.output_root, r), r.config_hash)])
+        return _projected_cost([r for r in runs if r.run_id not in complete])
     gpus = [] if args.scheduler or experiment.device == "cpu" or args.workers == 0 else sweep.visible_gpus()
     workers = args.workers if args.workers is not None else max(1, len(gpus))
     try:

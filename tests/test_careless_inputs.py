@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import pathlib
+import shutil
 import stat
 import subprocess
 import sys
@@ -198,3 +199,56 @@ def test_a_book_from_a_file_named_with_markup_runs_no_script(data_root, tmp_path
     assert "has no bias variant" in (html / "book" / "generated" / "bias_tuning.html").read_text()
     assert "OxfordPets/zeroshot/seed1" in (html / "book" / "generated" / "claims.html").read_text()
     check_in_browser(html)   # no dialog, no request for the image "x", no script error on any page
+
+
+def test_editing_a_split_file_after_the_sweep_makes_its_runs_stale(project, data_root, caplog):
+    """Class names renamed in the split file: the finished runs no longer count (they were
+    trained on the old names), and the few-shot subset, which depends on images and labels
+    only, is read with the new names instead of failing."""
+    from analysis_lib.data import fewshot_split, get_spec
+    spec = get_spec("EuroSAT")
+    shutil.copytree(data_root / spec.folder, project / "data" / spec.folder)
+    exp = load_experiment(write_experiment(project, variants=VARIANTS, seeds=[1], datasets=["EuroSAT"],
+                                           analysis={**ANALYSIS, "dataset": "EuroSAT"}), ["EuroSAT"])
+    cache = project / "runs" / "split_fewshot"
+    before = fewshot_split("EuroSAT", "data", 1, 1, cache_dir=cache)
+    for run in exp.runs():
+        finish(project, run).joinpath(METRICS_FILE).write_text(json.dumps({
+            **json.loads((project / "runs" / run.run_id / METRICS_FILE).read_text()),
+            "split_sha256": run.split_sha256}))
+    assert missing_runs(exp) == []
+    split_file = project / "data" / spec.folder / spec.split_file
+    split = json.loads(split_file.read_text())
+    for which in split:
+        split[which] = [[path, label, f"renamed {name}"] for path, label, name in split[which]]
+    split_file.write_text(json.dumps(split))
+    with caplog.at_level("WARNING"):
+        assert [m.run_id for m in missing_runs(exp)] == ["EuroSAT/zeroshot/seed1", "EuroSAT/ivlp/seed1"]
+    assert "split file changed since this run was made" in caplog.text
+    after = fewshot_split("EuroSAT", "data", 1, 1, cache_dir=cache)
+    assert [i.path for i in after.train] == [i.path for i in before.train]
+    assert after.classnames == [f"renamed {name}" for name in before.classnames]
+    assert {i.classname for i in after.train} <= set(after.classnames)
+
+
+def test_a_class_name_the_analyses_cannot_type_is_refused_before_training(data_root, tmp_path, monkeypatch):
+    from analysis_lib.model.prompted import PromptedCLIP
+    from analysis_lib.model.variants import VariantError
+    from analysis_lib.study import one_run
+    from analysis_lib.study.train_config import TrainConfig
+    untypable = "Sea or Lake"
+
+    def token_layout(self, tower):
+        if untypable in self.classnames:
+            raise VariantError(f"class {untypable!r}: cannot be typed")
+        return original(self, tower)
+    original = PromptedCLIP.token_layout
+    monkeypatch.setattr(PromptedCLIP, "token_layout", token_layout)
+    monkeypatch.setattr(one_run, "train", lambda *a, **k: pytest.fail("trained before checking the class names"))
+    settings = one_run.RunSettings(dataset="EuroSAT", variant="ivlp", data_root=str(data_root),
+                                   output_dir=str(tmp_path / "run"), model="tiny-clip", pretrained=None,
+                                   progress=False, variant_params={"text_depth": 1, "vision_depth": 1},
+                                   train=TrainConfig(shots=1, epochs=1, num_workers=0))
+    with pytest.raises(VariantError, match="'Sea or Lake': cannot be typed"):   # a novel class
+        one_run.run_training(settings)
+    assert not (tmp_path / "run" / "trainable.safetensors").exists()

@@ -6,6 +6,7 @@ which `prompt_classnames` does.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -74,6 +75,24 @@ def read_dataset(name: str, root: str | Path, *, allow_missing_images: bool = Fa
     if spec.layout != "imagenet":  # ImageNet's items are listed from disk: nothing can be missing
         splits, skipped = _drop_missing(spec, spec.image_root(root), splits, allow_missing_images)
     return DatasetSplits(spec.name, classnames, *(splits[s] for s in SPLITS), skipped=skipped)
+
+
+def split_sha256(name: str, root: str | Path) -> str | None:
+    """sha256 over the files that list the dataset's splits and class names (the split file;
+    ImageNet's classnames.txt; FGVCAircraft's variant lists), or None where one is missing.
+    A run records it, so a run made before such a file was edited no longer counts as finished."""
+    spec = get_spec(name)
+    folder = spec.dataset_dir(root)
+    files = {"imagenet": ["classnames.txt"],
+             "fgvc_aircraft": ["variants.txt"] + [f"images_variant_{which}.txt" for which in SPLITS]
+             }.get(spec.layout, [spec.split_file])
+    digest = hashlib.sha256()
+    for file in files:
+        try:
+            digest.update((folder / file).read_bytes())
+        except OSError:
+            return None
+    return digest.hexdigest()
 
 
 def mask_path(spec: DatasetSpec, root: str | Path, item: Item) -> Path | None:

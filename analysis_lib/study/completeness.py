@@ -29,7 +29,8 @@ class MissingRun:
 
 def finished_runs(experiment: Experiment) -> list[Run]:
     """The runs whose folder holds a finished run of their current configuration."""
-    return [run for run in experiment.runs() if is_complete(run_folder(experiment.output_root, run), run.config_hash)]
+    return [run for run in experiment.runs()
+            if is_complete(run_folder(experiment.output_root, run), run.config_hash, run.split_sha256)]
 
 
 def missing_runs(experiment: Experiment) -> list[MissingRun]:
@@ -44,8 +45,8 @@ def missing_runs(experiment: Experiment) -> list[MissingRun]:
         if failed.is_dir():
             reason = f"failed: its notebook in {failed} shows the error"
         elif (folder / METRICS_FILE).exists():
-            reason = (f"{folder / METRICS_FILE} is damaged or from another configuration of the run; "
-                      "the sweep runs it again")
+            reason = (f"{folder / METRICS_FILE} is damaged, or from another configuration of the run or "
+                      "another version of its dataset's split file; the sweep runs it again")
         else:
             reason = "not run yet"
         missing.append(MissingRun(run.run_id, reason))

@@ -52,6 +52,7 @@ class Run:
     seed: int
     params: dict  # the notebook's parameters, except output_dir (the sweep sets it)
     config_hash: str
+    split_sha256: str | None = None  # the dataset's split lists (data.split_sha256); None: data not here
 
     @property
     def seed_free_hash(self) -> str | None:
@@ -93,10 +94,11 @@ class Experiment:
 
     def runs(self) -> list[Run]:
         """Every (dataset, variant, seed), datasets outermost, in the file's order."""
-        return [self._run(dataset, name, seed) for dataset in self.datasets
+        splits = {dataset: _split_sha256(dataset, self.data_root) for dataset in self.datasets}
+        return [self._run(dataset, name, seed, splits[dataset]) for dataset in self.datasets
                 for name in self.variants for seed in self.seeds]
 
-    def _run(self, dataset: str, variant_name: str, seed: int) -> Run:
+    def _run(self, dataset: str, variant_name: str, seed: int, split: str | None) -> Run:
         spec = dict(self.variants[variant_name])
         kind = spec.pop("variant")
         overrides = {key: spec.pop(key) for key in list(spec) if key in TrainConfig.keys()}
@@ -107,7 +109,19 @@ class Experiment:
                   "device": self.device, **asdict(train)}
         return Run(run_id=f"{dataset}/{variant_name}/seed{seed}", dataset=dataset,
                    variant_name=variant_name, seed=seed, params=params,
-                   config_hash=config_hash(params))
+                   config_hash=config_hash(params), split_sha256=split)
+
+
+def _split_sha256(dataset: str, data_root: str) -> str | None:
+    """The dataset's split lists' fingerprint where its data are here (``data.split_sha256``);
+    None without the data, or for a dataset the registry does not know."""
+    from ..data import UnknownDatasetError, split_sha256
+    if not Path(data_root).expanduser().is_dir():
+        return None
+    try:
+        return split_sha256(dataset, data_root)
+    except UnknownDatasetError:
+        return None
 
 
 def hashed_config(params: Mapping) -> dict:

@@ -131,6 +131,17 @@ def fewshot_cache(settings: RunSettings) -> Path:
     return Path(settings.cache_dir or Path(settings.output_dir) / "split_fewshot")
 
 
+def refuse_untypable_classes(settings: RunSettings, backbone, splits) -> None:
+    """Type the tokens of every class prompt, base and novel, as the analyses will
+    (``token_layout``): a class name they could not type stops the run before it trains. The
+    models are built under a forked random state, so the check leaves the run's draws as they were."""
+    spec = data.get_spec(settings.dataset)
+    with torch.random.fork_rng():
+        for split in splits:
+            build_model(settings.variant, backbone, data.prompt_classnames(split.classnames), spec.template,
+                        **settings.variant_params).token_layout("text")
+
+
 def run_training(settings: RunSettings) -> dict:
     """Train and evaluate one (dataset, variant, seed) with the configured number of CPU
     threads; write the run folder; return the metrics."""
@@ -152,6 +163,7 @@ def _run_training(settings: RunSettings) -> dict:
                                 cache_dir=fewshot_cache(settings), imagenet_order=cfg.imagenet_order)
     base, novel = data.split_classes(splits, "base"), data.split_classes(splits, "novel")
 
+    refuse_untypable_classes(settings, backbone, (base, novel))
     model = build_model(settings.variant, backbone, data.prompt_classnames(base.classnames),
                         spec.template, **settings.variant_params)
     losses: list[float] = []

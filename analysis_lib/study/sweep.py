@@ -143,8 +143,10 @@ def run_folder(output_root: Path, run: Run) -> Path:
     return Path(output_root) / run.run_id
 
 
-def is_complete(folder: Path, config_hash: str) -> bool:
-    """Whether ``folder`` holds a finished run of exactly this configuration."""
+def is_complete(folder: Path, config_hash: str, split_sha256: str | None = None) -> bool:
+    """Whether ``folder`` holds a finished run of exactly this configuration and, where
+    ``split_sha256`` is given, of these split lists (``Run.split_sha256``; a run recorded without
+    one, made by an earlier version, is taken as it is)."""
     path = Path(folder) / METRICS_FILE
     if not path.exists():
         return False
@@ -153,7 +155,12 @@ def is_complete(folder: Path, config_hash: str) -> bool:
     except FileContentError as err:
         log.warning("%s", err)
         return False
-    return isinstance(metrics, dict) and metrics.get("config_hash") == config_hash
+    if not isinstance(metrics, dict) or metrics.get("config_hash") != config_hash:
+        return False
+    if split_sha256 and metrics.get("split_sha256") not in (None, split_sha256):
+        log.warning("%s: the dataset's split file changed since this run was made; it will be run again", folder)
+        return False
+    return True
 
 
 def select_runs(runs: list[Run], patterns: Iterable[str] | None) -> list[Run]:
@@ -236,7 +243,7 @@ def _stamp_metrics(path: Path, run: Run, timing: dict) -> None:
     metrics = read_json(path, "the train notebook must write its metrics as JSON")
     metrics.update({"run_id": run.run_id, "dataset": run.dataset, "variant_name": run.variant_name,
                     "seed": run.seed, "config": hashed_config(run.params),
-                    "config_hash": run.config_hash, "papermill": timing})
+                    "config_hash": run.config_hash, "split_sha256": run.split_sha256, "papermill": timing})
     write_text_atomic(path, json.dumps(metrics, indent=2))
 
 
@@ -336,7 +343,7 @@ def output_lock(output_root: Path, command: str = "sweep"):
 
 def _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, reuse_kernels) -> list[RunResult]:
     results = {run.run_id: RunResult(run.run_id, "skipped", folder=str(run_folder(cwd / output_root, run)))
-               for run in runs if is_complete(run_folder(cwd / output_root, run), run.config_hash)}
+               for run in runs if is_complete(run_folder(cwd / output_root, run), run.config_hash, run.split_sha256)}
     todo = [run for run in runs if run.run_id not in results]
     copies = shared_results(runs, set(results))
     todo = [run for run in todo if run.run_id not in {copy.run_id for copy, _ in copies}]
