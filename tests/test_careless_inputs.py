@@ -172,8 +172,12 @@ def test_a_book_from_a_file_named_with_markup_runs_no_script(data_root, tmp_path
     with markup: one run deleted after the sweep; the analyses name it, the claims page lists it,
     the bias chapter says it has nothing to show, and in Chromium no script of the name runs."""
     from test_book_browser import check_in_browser, require_browser
-    from test_pipeline import cli, working_copy
+    from test_pipeline import working_copy
     require_browser()
+
+    def run(*command):   # in the copy, with the copy's analysis_lib (the book's Sphinx extension too)
+        return subprocess.run(command, capture_output=True, text=True, cwd=copy, timeout=900,
+                              env={**os.environ, "PYTHONPATH": str(copy)})
     experiment = tmp_path / f"{MARKUP_NAME}.yaml"
     experiment.write_text(json.dumps({
         "model": {"name": "tiny-clip", "pretrained": None}, "data_root": str(data_root),
@@ -184,14 +188,13 @@ def test_a_book_from_a_file_named_with_markup_runs_no_script(data_root, tmp_path
         "analysis": {"dataset": "OxfordPets", "variant_name": "ivlp", "seed": 1, "n_images": 2}}))
     (tmp_path / "repo").mkdir()
     copy = working_copy(tmp_path / "repo")
-    swept = cli("sweep", str(experiment), "--workers", "0", cwd=copy)
+    swept = run(sys.executable, "-m", "analysis_lib", "sweep", str(experiment), "--workers", "0")
     assert swept.returncode == 0, swept.stderr[-3000:]
     (tmp_path / "runs" / "OxfordPets" / "zeroshot" / "seed1" / METRICS_FILE).unlink()
-    analysed = cli("analyses", str(experiment), "--workers", "0", cwd=copy)
+    analysed = run(sys.executable, "-m", "analysis_lib", "analyses", str(experiment), "--workers", "0")
     assert analysed.returncode == 0, analysed.stderr[-3000:]
     assert "OxfordPets/zeroshot/seed1: not run yet" in analysed.stderr
-    book = subprocess.run([str(pathlib.Path(sys.executable).with_name("jupyter-book")), "build", ".", "-W", "-n",
-                           "--keep-going"], capture_output=True, text=True, cwd=copy, timeout=900)
+    book = run(str(pathlib.Path(sys.executable).with_name("jupyter-book")), "build", ".", "-W", "-n", "--keep-going")
     assert book.returncode == 0, book.stdout[-3000:] + book.stderr[-3000:]
     html = copy / "_build" / "html"
     intro = (html / "book" / "intro.html").read_text()
@@ -252,3 +255,52 @@ def test_a_class_name_the_analyses_cannot_type_is_refused_before_training(data_r
     with pytest.raises(VariantError, match="'Sea or Lake': cannot be typed"):   # a novel class
         one_run.run_training(settings)
     assert not (tmp_path / "run" / "trainable.safetensors").exists()
+
+
+DEMO_WEIGHTS = REPO / "analysis_lib" / "assets" / "demo-clip.safetensors"
+
+
+def cut_short(source: pathlib.Path, target: pathlib.Path, lose: int) -> pathlib.Path:
+    """``source`` less its last ``lose`` bytes, as an interrupted download leaves it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(source.read_bytes()[:-lose])
+    return target
+
+
+@pytest.mark.parametrize("lose", [1, 5_000_000, DEMO_WEIGHTS.stat().st_size - 20])  # the last byte ... the header
+def test_dry_run_finds_a_truncated_weights_file_and_names_it(project, capsys, lose):
+    weights = cut_short(DEMO_WEIGHTS, project / "demo-clip.safetensors", lose)
+    exp = write_experiment(project, variants=VARIANTS, seeds=[1], model={"name": "demo-clip",
+                                                                        "pretrained": str(weights)})
+    assert main(["sweep", str(exp), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"weights file {weights} is damaged" in err and "cut short" in err
+
+
+def test_a_damaged_weights_file_in_the_download_cache_is_named(project, monkeypatch, capsys):
+    """A tag whose cached file (here a torch.save zip, cut short) is damaged: the dry run names it."""
+    import torch
+    from analysis_lib.model import backbone
+    whole = project / "whole.pt"
+    torch.save({"w": torch.arange(100000.0)}, whole)
+    cached = cut_short(whole, project / "cache" / "ViT-B-16.pt", 1000)
+    monkeypatch.setattr(backbone, "resolve_weights", lambda *a, **k: str(cached))
+    exp = write_experiment(project, variants=VARIANTS, seeds=[1],
+                           model={"name": "ViT-B-16-quickgelu", "pretrained": "openai"})
+    assert main(["sweep", str(exp), "--dry-run"]) == 2
+    assert f"weights file {cached} is damaged: it is not a complete zip archive" in capsys.readouterr().err
+
+
+def test_a_load_error_of_any_kind_names_the_weights_file(tmp_path, monkeypatch):
+    """Errors of the loaders (safetensors' own kind included) name the file being loaded."""
+    import open_clip
+    from analysis_lib.model.backbone import CheckpointError, load_backbone
+
+    class SafetensorError(Exception):
+        pass
+
+    def create_model(*args, **kwargs):
+        raise SafetensorError("Error while deserializing header: MetadataIncompleteBuffer")
+    monkeypatch.setattr(open_clip, "create_model", create_model)
+    with pytest.raises(CheckpointError, match=f"pretrained={DEMO_WEIGHTS}: .*SafetensorError: Error while"):
+        load_backbone("demo-clip", str(DEMO_WEIGHTS))

@@ -137,13 +137,13 @@ def config_hash(params: Mapping) -> str:
 
 def check_runnable(experiment: Experiment, require_weights: bool = True) -> str | None:
     """What would stop every run after its kernel started, checked before any starts: the model
-    name, the checkpoint file or tag (and that its weights are cached or can be downloaded), the
+    name, the checkpoint file or tag (that its weights are cached, whole, or can be downloaded), the
     device, and each variant's depths against the model's blocks. One ExperimentError.
 
     With ``require_weights=False`` (a dry run, e.g. projecting the cost on a laptop without the
     weights) missing weights are returned as a message instead of raised."""
     import open_clip
-    from ..model.backbone import check_backbone, resolve_weights
+    from ..model.backbone import check_backbone, check_weights_file, resolve_weights
     from .one_run import check_device
     try:
         check_device("device", experiment.device)
@@ -160,11 +160,16 @@ def check_runnable(experiment: Experiment, require_weights: bool = True) -> str 
     except (ValueError, FileNotFoundError) as err:
         raise ExperimentError(f"{experiment.path}: {err}") from None
     try:
-        resolve_weights(experiment.model, experiment.pretrained, download=False)
+        cached = resolve_weights(experiment.model, experiment.pretrained, download=False)
     except (ValueError, FileNotFoundError) as err:
         if require_weights:
             raise ExperimentError(f"{experiment.path}: {err}") from None
         return f"{experiment.path}: {err}"
+    try:
+        if cached:  # the checkpoint given, or a tag's file in the download cache: damaged is an error
+            check_weights_file(cached)
+    except ValueError as err:
+        raise ExperimentError(f"{experiment.path}: {err}") from None
     return None
 
 
