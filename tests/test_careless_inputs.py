@@ -304,3 +304,21 @@ def test_a_load_error_of_any_kind_names_the_weights_file(tmp_path, monkeypatch):
     monkeypatch.setattr(open_clip, "create_model", create_model)
     with pytest.raises(CheckpointError, match=f"pretrained={DEMO_WEIGHTS}: .*SafetensorError: Error while"):
         load_backbone("demo-clip", str(DEMO_WEIGHTS))
+
+
+@pytest.mark.parametrize("n_images", [0, -3])
+def test_n_images_below_one_stops_the_sweep_before_any_run(project, capsys, n_images):
+    exp = write_experiment(project, variants=VARIANTS, seeds=[1], analysis={**ANALYSIS, "n_images": n_images})
+    assert main(["sweep", str(exp), "--dry-run"]) == 2
+    assert f"analysis.n_images must be at least 1 (the test images per run that each analysis table uses), " \
+           f"got {n_images}" in capsys.readouterr().err
+    assert not (project / "runs").exists()
+
+
+def test_n_images_beyond_a_test_set_is_noticed(project, data_root):
+    from analysis_lib.report.notebooks import small_test_sets
+    exp = load_experiment(write_experiment(project, variants=VARIANTS, seeds=[1], data_root=str(data_root),
+                                           datasets=["OxfordPets", "EuroSAT"],
+                                           analysis={**ANALYSIS, "dataset": "OxfordPets", "n_images": 7}),
+                          ["OxfordPets", "EuroSAT"])
+    assert small_test_sets(exp) == {"OxfordPets": 6}   # 3 base classes × 2 test images; EuroSAT has 10

@@ -86,6 +86,9 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
     out_dir = Path(out_dir)
     with output_lock(Path(cwd) / experiment.output_root, command), output_lock(Path(cwd) / out_dir, command):
         missing = report_missing(experiment)
+        for dataset, size in small_test_sets(experiment).items():
+            log.warning("analysis.n_images is %d, but %s has %d base test images: its tables use those %d",
+                        experiment.analysis.n_images, dataset, size, size)
         try:
             results = aggregate_finished(experiment)[0]
         except ValueError as err:
@@ -110,6 +113,14 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
             written.append(target)
         write_profile(profile_of(experiment), Path(cwd) / out_dir / "profile.json")
     return written
+
+
+def small_test_sets(experiment: Experiment) -> dict[str, int]:
+    """The datasets whose base test set (the images the per-run tables read) is smaller than
+    ``analysis.n_images``, with its size."""
+    sizes = {name: len(data.split_classes(data.read_dataset(name, experiment.data_root), "base").test)
+             for name in experiment.datasets}
+    return {name: size for name, size in sizes.items() if size < experiment.analysis.n_images}
 
 
 # What a chapter shows needs a finished run of this variant kind (on a dataset with foreground masks).

@@ -257,6 +257,9 @@ def _analysis(value, datasets, variants, seeds) -> AnalysisConfig | None:
     defaults = {"dataset": datasets[0], "seed": seeds[0], "n_images": 64,
                 "variant_name": "ivlp" if "ivlp" in variants else next(iter(variants))}
     config = AnalysisConfig(**{k: check_type(f"analysis.{k}", value.get(k, defaults[k]), hints[k]) for k in keys})
+    if config.n_images < 1:
+        raise ConfigError(f"analysis.n_images must be at least 1 (the test images per run that each analysis "
+                          f"table uses), got {config.n_images}")
     for key, allowed in (("dataset", datasets), ("variant_name", variants), ("seed", seeds)):
         if getattr(config, key) not in allowed:
             raise unknown_name_error(f"analysis.{key}", key, getattr(config, key), allowed)
