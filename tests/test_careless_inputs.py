@@ -322,3 +322,20 @@ def test_n_images_beyond_a_test_set_is_noticed(project, data_root):
                                            analysis={**ANALYSIS, "dataset": "OxfordPets", "n_images": 7}),
                           ["OxfordPets", "EuroSAT"])
     assert small_test_sets(exp) == {"OxfordPets": 6}   # 3 base classes × 2 test images; EuroSAT has 10
+
+
+def test_a_notebook_run_sends_its_kernel_no_interrupt(tmp_path, monkeypatch):
+    """An interrupt sent to shut a kernel down is what wrote "[IPKernelApp] ERROR | KeyboardInterrupt
+    caught in kernel." into normal runs' output; the sweep's kernels are shut down without one."""
+    from jupyter_client.manager import KernelManager
+    interrupts = []
+
+    async def interrupt(self):
+        interrupts.append(self)
+    monkeypatch.setattr(KernelManager, "_async_interrupt_kernel", interrupt)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "t.ipynb")
+    sweep.run_notebook(tmp_path / "t.ipynb", tmp_path / "out.ipynb", {}, tmp_path)
+    assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].execution_count == 1
+    assert interrupts == []

@@ -68,6 +68,14 @@ class ThisInterpreterKernelManager(AsyncKernelManager):
         spec = get_kernel_dict(extra_arguments=["--IPKernelApp.log_level=ERROR"])
         return KernelSpec(resource_dir=RESOURCES, name=KERNEL_NAME, **spec)
 
+    async def _async_interrupt_kernel(self) -> None:
+        """No interrupt on the way to a shutdown: jupyter_client sends one before every shutdown
+        request, and a kernel busy with any message then logs "KeyboardInterrupt caught in kernel."
+        on the sweep's stderr. A kernel still running code is stopped by the shutdown itself (a
+        terminate, then a kill, after ``shutdown_wait_time``)."""
+        if not self.shutting_down:
+            await super()._async_interrupt_kernel()
+
 
 def run_notebook(template: str | Path, executed: str | Path, parameters: dict, cwd: str | Path,
                  reuse_kernel: bool = False) -> None:
