@@ -6,6 +6,7 @@ which `prompt_classnames` does.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -86,10 +87,20 @@ def split_sha256(name: str, root: str | Path) -> str | None:
     files = {"imagenet": ["classnames.txt"],
              "fgvc_aircraft": ["variants.txt"] + [f"images_variant_{which}.txt" for which in SPLITS]
              }.get(spec.layout, [spec.split_file])
+    try:
+        stats = [(str(folder / file), (folder / file).stat()) for file in files]
+    except OSError:
+        return None
+    return _sha256_of(tuple((path, st.st_mtime_ns, st.st_size) for path, st in stats))
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(files: tuple[tuple[str, int, int], ...]) -> str | None:
+    """sha256 over the files' bytes; keyed by (path, mtime, size), so an edited file is read again."""
     digest = hashlib.sha256()
-    for file in files:
+    for path, _, _ in files:
         try:
-            digest.update((folder / file).read_bytes())
+            digest.update(Path(path).read_bytes())
         except OSError:
             return None
     return digest.hexdigest()
