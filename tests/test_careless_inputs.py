@@ -71,6 +71,10 @@ def test_a_chapter_without_its_runs_says_so(project):
         finish(project, run)
     assert chapter_lacks(exp, "decomposition") is None and chapter_lacks(exp, "attention_explorer") is None
     assert chapter_lacks(exp, "cls_foreground") is None        # OxfordPets has masks
+    zeroshot = load_experiment(write_experiment(project, variants=VARIANTS, seeds=[1], datasets=["OxfordPets"],
+                                                analysis={**ANALYSIS, "dataset": "OxfordPets",
+                                                          "variant_name": "zeroshot"}), ["OxfordPets"])
+    assert "learns no vision prompts" in chapter_lacks(zeroshot, "attention_explorer")
     page = nothing_to_show(REPO / "notebooks" / "bias_tuning.ipynb", exp, chapter_lacks(exp, "bias_tuning"))
     source = page.cells[0].source
     assert source.startswith("# Bias tuning against prompt tuning\n") and "has no bias variant" in source
@@ -170,8 +174,9 @@ MARKUP_NAME = "<img src=x onerror=alert(7)>"
 def test_a_book_from_a_file_named_with_markup_runs_no_script(data_root, tmp_path):
     """A miniature experiment (tiny-clip, one dataset, zero-shot only: one execution, shared by
     two seeds) in a file named with markup: one run deleted after the sweep; the analyses name it,
-    the claims page lists it, the chapters that need ivlp or bias runs say they have nothing to
-    show, and in Chromium no script of the name runs on any page."""
+    the claims page lists it, the chapters that need ivlp or bias runs (and the explorer, which
+    needs vision prompts) say they have nothing to show, and in Chromium no script of the name
+    runs on any page."""
     from test_book_browser import check_in_browser, require_browser
     from test_pipeline import working_copy
     require_browser()
@@ -201,6 +206,7 @@ def test_a_book_from_a_file_named_with_markup_runs_no_script(data_root, tmp_path
     generated = html / "book" / "generated"
     assert "has no bias variant" in (generated / "bias_tuning.html").read_text()
     assert "has no ivlp variant" in (generated / "decomposition.html").read_text()
+    assert "learns no vision prompts" in (generated / "attention_explorer.html").read_text()
     assert "OxfordPets/zeroshot/seed2" in (generated / "claims.html").read_text()
     check_in_browser(html)   # no dialog, no request for the image "x", no script error on any page
 

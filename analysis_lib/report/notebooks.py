@@ -26,6 +26,7 @@ from .profile import BookProfile, write_profile
 from .. import data
 from ..data import DEMO_DATASETS
 from ..files import write_text_atomic
+from ..model.variants import VariantConfig, variant_config
 from ..stats import per_run
 from ..stats.claims import experiment_claims
 from .chapter import CLAIMS_TABLE
@@ -141,6 +142,11 @@ def chapter_lacks(experiment: Experiment, name: str) -> str | None:
     """Why the experiment cannot fill chapter ``name`` (a sentence for its page), or None."""
     if name in RUN_NOTEBOOKS:
         a = experiment.analysis
+        spec = experiment.variants[a.variant_name]
+        hparams = {k: v for k, v in spec.items() if k in VariantConfig.__dataclass_fields__ and k != "variant"}
+        if not variant_config(spec["variant"], **hparams).vision_n_ctx:
+            return (f"the run it shows (analysis: variant_name {a.variant_name}) learns no vision prompts, so its "
+                    "three panels would be one drawing; name an ivlp or vision variant in analysis.variant_name")
         if not explorer_datasets(experiment):
             return (f"the run it shows (analysis: variant_name {a.variant_name}, seed {a.seed}) is finished on "
                     "no dataset; the claims page lists the missing runs")
