@@ -12,12 +12,10 @@ import logging
 import os
 import sys
 
-from .study import aggregate, sweep
+from .study import sweep
 from .study.experiment import Experiment, check_runnable, load_experiment
 from .checks import ConfigError
 from .files import FileWriteError
-
-log = logging.getLogger("analysis_lib")
 
 
 def main(argv: list[str] | None = None) -> int:
