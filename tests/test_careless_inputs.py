@@ -1,5 +1,7 @@
 """Inputs a careless or malicious user gives, and what each gets: missing and failed runs named,
-one lock per output folder, a full disk, file permissions, chapters an experiment cannot fill."""
+one lock per output folder, a full disk, file permissions, chapters an experiment cannot fill,
+edited split files, untypable class names, damaged weights, n_images out of range, the kernel's
+shutdown, and (slow) a book built from a file named with markup, checked in Chromium."""
 from __future__ import annotations
 
 import errno
@@ -17,7 +19,7 @@ import pytest
 
 from analysis_lib.__main__ import main
 from analysis_lib.files import FileWriteError, write_text_atomic
-from analysis_lib.report.notebooks import build_analyses, chapter_lacks, nothing_to_show
+from analysis_lib.report.notebooks import chapter_lacks, nothing_to_show
 from analysis_lib.study import sweep
 from analysis_lib.study.completeness import aggregate_finished, missing_runs
 from analysis_lib.study.experiment import METRICS_FILE, load_experiment
