@@ -96,6 +96,7 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
             raise AnalysisError(str(err)) from None
         per_run.run_stage(experiment, workers, scheduler, threads)
         tables = Path(cwd) / out_dir / "tables"
+        (Path(cwd) / out_dir / "_static").mkdir(parents=True, exist_ok=True)  # in html_static_path, even empty
         claims = _write_if_changed(tables / CLAIMS_TABLE, experiment_claims(experiment).to_csv(index=False))
         left_out = _write_if_changed(tables / MISSING_TABLE, pd.DataFrame(
             [asdict(run) for run in missing], columns=["run_id", "reason"]).to_csv(index=False))
