@@ -1,5 +1,6 @@
 """A training run end to end on the miniature data, read back by the analyses."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,3 +212,33 @@ def test_vision_variant_trains_the_same_with_class_features_computed_once(data_r
     assert all(torch.equal(once[0][k], every_step[0][k]) for k in once[0])
     steps = len(once[1].splitlines()) - 1
     assert len(once_calls) == 1 + 2 and len(every_step_calls) == steps + 2  # + base and novel evaluation
+
+
+def test_run_folder_reopens_from_any_directory(data_root, tiny, tmp_path, monkeypatch):
+    """A run made with relative paths (weights, data) reopens from another working directory:
+    paths are recorded resolved, and a run recorded with relative ones is found from its folder."""
+    from safetensors.torch import save_file
+    from analysis_lib.data import get_spec
+    project = tmp_path / "project"
+    (project / "weights").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in tiny.clip.state_dict().items()}, project / "weights" / "tiny.safetensors")
+    folder = get_spec("OxfordPets").folder
+    shutil.copytree(data_root / folder, project / "data" / folder)
+    monkeypatch.chdir(project)
+    metrics = run_training(RunSettings(dataset="OxfordPets", variant="ivlp", data_root="data", output_dir="runs/r",
+                                       model="tiny-clip", pretrained="weights/tiny.safetensors", progress=False,
+                                       variant_params={"text_depth": 1, "vision_depth": 1},
+                                       train=TrainConfig(shots=1, epochs=1, num_workers=0)))
+    assert metrics["settings"]["pretrained"] == str(project / "weights" / "tiny.safetensors")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run_dir = project / "runs" / "r"
+
+    def base_accuracy():
+        table = ablation_accuracy(load_run(run_dir))
+        return table.set_index("ablation").loc["as trained", "base"]
+    assert base_accuracy() == pytest.approx(metrics["base_acc"])
+    recorded = json.loads((run_dir / METRICS_FILE).read_text())       # as runs made before recorded them
+    recorded["settings"].update(pretrained="weights/tiny.safetensors", data_root="data")
+    (run_dir / METRICS_FILE).write_text(json.dumps(recorded))
+    assert base_accuracy() == pytest.approx(metrics["base_acc"])

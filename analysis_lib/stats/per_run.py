@@ -201,7 +201,7 @@ def stage_plan(experiment: Experiment) -> list[tuple[Run, Path, list[str]]]:
         folder = run_folder(experiment.output_root, run)
         names = [name for name, table in TABLES.items()
                  if table.applies(variant_kind(experiment, run.variant_name), run.dataset)]
-        if names and is_complete(folder, run.config_hash):
+        if names and is_complete(folder, run.config_hash, run.split_sha256):
             plan.append((run, folder, names))
     return plan
 
@@ -271,7 +271,7 @@ def run_metrics(experiment: Experiment) -> pd.DataFrame:
     rows = []
     for run in experiment.runs():
         folder = run_folder(experiment.output_root, run)
-        if is_complete(folder, run.config_hash):
+        if is_complete(folder, run.config_hash, run.split_sha256):
             m = json.loads((folder / METRICS_FILE).read_text())
             rows.append({"dataset": run.dataset, "variant_name": run.variant_name,
                          "variant": variant_kind(experiment, run.variant_name), "seed": run.seed,

@@ -16,7 +16,7 @@ from ..model.backbone import Backbone, load_backbone
 from ..data.sample import stratified_sample
 from ..data.transforms import ItemDataset, eval_transform
 from ..model.prompted import PromptedCLIP, build_model
-from .one_run import METRICS_FILE, PARAMS_FILE, RunSettings, fewshot_cache, resolve_device
+from .one_run import METRICS_FILE, PARAMS_FILE, PATH_SETTINGS, RunSettings, fewshot_cache, resolve_device
 from .trainer import set_seed
 
 
@@ -70,6 +70,20 @@ class LoadedRun:
                           batch_size=batch_size)
 
 
+def _located(settings: dict, run_dir: Path) -> dict:
+    """Relative paths that runs made before paths were recorded absolute (``recorded_settings``)
+    keep: each is looked up from the working directory, then from the folders above the run
+    folder and above the folder the run was made in (``output_dir`` as recorded), so a run reopens
+    from anywhere while it lies in, or was made in, the project it was made from."""
+    bases = [Path("."), *run_dir.absolute().parents, *Path(settings.get("output_dir", ".")).absolute().parents]
+    found = {}
+    for key in PATH_SETTINGS:
+        value = settings.get(key)
+        if value and not Path(value).is_absolute() and not Path(value).exists():
+            found[key] = next((str(base / value) for base in bases if (base / value).exists()), value)
+    return found
+
+
 def load_run(run_dir: str | Path, device: str = "auto", data_root: str | None = None) -> LoadedRun:
     """Rebuild a run from its folder; ``data_root`` overrides where the data lives now."""
     run_dir = Path(run_dir)
@@ -81,8 +95,9 @@ def load_run(run_dir: str | Path, device: str = "auto", data_root: str | None = 
     if not isinstance(metrics, dict) or not isinstance(metrics.get("settings"), dict):
         raise RunFolderError(f"{metrics_file} holds no run settings: it was not written by a run "
                              "(run the sweep again to redo the run)")
-    settings = RunSettings.from_parameters({**metrics["settings"], "output_dir": str(run_dir),
-                                            "data_root": data_root or metrics["settings"]["data_root"]})
+    recorded = {**metrics["settings"], **_located(metrics["settings"], run_dir)}
+    settings = RunSettings.from_parameters({**recorded, "output_dir": str(run_dir),
+                                            "data_root": data_root or recorded["data_root"]})
     set_seed(settings.seed)  # as the run did: a randomly initialised backbone comes out the same
     backbone = load_backbone(settings.model, settings.pretrained, device=str(resolve_device(device)))
     splits = data.fewshot_split(settings.dataset, settings.data_root, settings.train.shots, settings.seed,

@@ -68,6 +68,14 @@ class ThisInterpreterKernelManager(AsyncKernelManager):
         spec = get_kernel_dict(extra_arguments=["--IPKernelApp.log_level=ERROR"])
         return KernelSpec(resource_dir=RESOURCES, name=KERNEL_NAME, **spec)
 
+    async def _async_interrupt_kernel(self) -> None:
+        """No interrupt on the way to a shutdown: jupyter_client sends one before every shutdown
+        request, and a kernel busy with any message then logs "KeyboardInterrupt caught in kernel."
+        on the sweep's stderr. A kernel still running code is stopped by the shutdown itself (a
+        terminate, then a kill, after ``shutdown_wait_time``)."""
+        if not self.shutting_down:
+            await super()._async_interrupt_kernel()
+
 
 def run_notebook(template: str | Path, executed: str | Path, parameters: dict, cwd: str | Path,
                  reuse_kernel: bool = False) -> None:
@@ -143,8 +151,10 @@ def run_folder(output_root: Path, run: Run) -> Path:
     return Path(output_root) / run.run_id
 
 
-def is_complete(folder: Path, config_hash: str) -> bool:
-    """Whether ``folder`` holds a finished run of exactly this configuration."""
+def is_complete(folder: Path, config_hash: str, split_sha256: str | None = None) -> bool:
+    """Whether ``folder`` holds a finished run of exactly this configuration and, where
+    ``split_sha256`` is given, of these split lists (``Run.split_sha256``; a run recorded without
+    one, made by an earlier version, is taken as it is)."""
     path = Path(folder) / METRICS_FILE
     if not path.exists():
         return False
@@ -153,7 +163,12 @@ def is_complete(folder: Path, config_hash: str) -> bool:
     except FileContentError as err:
         log.warning("%s", err)
         return False
-    return isinstance(metrics, dict) and metrics.get("config_hash") == config_hash
+    if not isinstance(metrics, dict) or metrics.get("config_hash") != config_hash:
+        return False
+    if split_sha256 and metrics.get("split_sha256") not in (None, split_sha256):
+        log.warning("%s: the dataset's split file changed since this run was made; it will be run again", folder)
+        return False
+    return True
 
 
 def select_runs(runs: list[Run], patterns: Iterable[str] | None) -> list[Run]:
@@ -191,7 +206,8 @@ def execute_run(run: Run, notebook: str | Path, output_root: str | Path, cwd: st
         failed = final.with_name(f"{final.name}.failed")
         shutil.rmtree(failed, ignore_errors=True)
         os.replace(tmp, failed)
-        return RunResult(run.run_id, "failed", time.perf_counter() - start, first_line(err), str(failed))
+        return RunResult(run.run_id, "failed", time.perf_counter() - start,
+                         first_line(err) + drop_truncated(failed / executed.name), str(failed))
     _publish(tmp, final)
     return RunResult(run.run_id, "done", total, folder=str(final), timing=timing)
 
@@ -203,6 +219,19 @@ def first_line(err: BaseException) -> str:
     else:
         text = f"{type(err).__name__}: {err}"
     return next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+
+
+def drop_truncated(notebook: Path) -> str:
+    """Remove ``notebook`` if it was cut short (a full disk while papermill wrote it): no damaged
+    file is left to open. Returns what to add to the error ("" when the notebook is whole or absent)."""
+    try:
+        nbformat.read(notebook, as_version=4)
+        return ""
+    except FileNotFoundError:
+        return ""
+    except Exception:  # noqa: BLE001 - any unreadable notebook is a damaged one
+        notebook.unlink()
+        return f"; its executed notebook {notebook} was cut short (is the disk full?) and was removed"
 
 
 def notebook_timing(nb, total_s: float) -> dict:
@@ -222,7 +251,7 @@ def _stamp_metrics(path: Path, run: Run, timing: dict) -> None:
     metrics = read_json(path, "the train notebook must write its metrics as JSON")
     metrics.update({"run_id": run.run_id, "dataset": run.dataset, "variant_name": run.variant_name,
                     "seed": run.seed, "config": hashed_config(run.params),
-                    "config_hash": run.config_hash, "papermill": timing})
+                    "config_hash": run.config_hash, "split_sha256": run.split_sha256, "papermill": timing})
     write_text_atomic(path, json.dumps(metrics, indent=2))
 
 
@@ -281,13 +310,25 @@ def run_sweep(runs: list[Run], notebook: str, output_root: str, workers: int = 1
 
 
 class SweepBusyError(RuntimeError):
-    """Another sweep is writing into the same output folder."""
+    """Another command (a sweep, or the analyses) is writing into the same output folder."""
+
+
+_HELD_LOCKS: dict[Path, int] = {}  # folders this process holds, and how deeply (output_lock nests)
 
 
 @contextmanager
-def output_lock(output_root: Path):
+def output_lock(output_root: Path, command: str = "sweep"):
     """Hold ``<output_root>/.sweep.lock`` (an flock, released even if this process is killed), so
-    that two sweeps never execute and publish the same runs at once."""
+    that two commands (``command`` names this one for the other's error) never execute and
+    publish into the same folder at once. A process that holds it may take it again."""
+    output_root = Path(output_root).absolute()
+    if _HELD_LOCKS.get(output_root):
+        _HELD_LOCKS[output_root] += 1
+        try:
+            yield
+        finally:
+            _HELD_LOCKS[output_root] -= 1
+        return
     output_root.mkdir(parents=True, exist_ok=True)
     path = output_root / ".sweep.lock"
     with open(path, "a+") as lock:
@@ -296,17 +337,21 @@ def output_lock(output_root: Path):
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
-            raise SweepBusyError(f"another sweep ({holder}) is writing into {output_root}; wait for it to "
-                                 "finish, or give this experiment another output_root") from None
+            raise SweepBusyError(f"{holder} is writing into {output_root}; wait for it to finish, or give "
+                                 f"this {command} another output folder") from None
         lock.truncate(0)
-        lock.write(f"pid {os.getpid()}")
+        lock.write(f"{command} (pid {os.getpid()})")
         lock.flush()
-        yield
+        _HELD_LOCKS[output_root] = 1
+        try:
+            yield
+        finally:
+            del _HELD_LOCKS[output_root]
 
 
 def _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, reuse_kernels) -> list[RunResult]:
     results = {run.run_id: RunResult(run.run_id, "skipped", folder=str(run_folder(cwd / output_root, run)))
-               for run in runs if is_complete(run_folder(cwd / output_root, run), run.config_hash)}
+               for run in runs if is_complete(run_folder(cwd / output_root, run), run.config_hash, run.split_sha256)}
     todo = [run for run in runs if run.run_id not in results]
     copies = shared_results(runs, set(results))
     todo = [run for run in todo if run.run_id not in {copy.run_id for copy, _ in copies}]

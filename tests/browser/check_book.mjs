@@ -8,6 +8,7 @@
 // - requests that failed or were answered with an HTTP error,
 // - requests to any host other than the one serving the book (fonts and scripts included),
 // - JavaScript errors and console errors,
+// - dialogs (alert, confirm, prompt) a script opened: markup injected into a page that ran,
 // - charts (div.book-chart, any .vega-embed) without an <svg> or <canvas> inside, or drawn wider
 //   than the page's content column,
 // - math that MathJax did not typeset, widgets that the widget manager did not render,
@@ -211,6 +212,10 @@ async function visit(url) {
   const name = pageName(url);
   const page = await context.newPage();
   page.on("pageerror", (err) => problems.push(`${name}: JavaScript error: ${err.message}`));
+  page.on("dialog", async (dialog) => {
+    problems.push(`${name}: a script opened a ${dialog.type()} dialog: ${dialog.message()}`);
+    await dialog.dismiss();
+  });
   page.on("console", (msg) => {
     if (msg.type() === "error") problems.push(`${name}: console error: ${msg.text()}`);
   });
