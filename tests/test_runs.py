@@ -236,7 +236,7 @@ def test_run_folder_reopens_from_any_directory(data_root, tiny, tmp_path, monkey
 
     def base_accuracy():
         table = ablation_accuracy(load_run(run_dir))
-        return table.set_index("ablation").loc["as trained", "base"]
+        return table.set_index(["tower", "ablation", "form"]).loc[("both", "as trained", "all blocks"), "base"]
     assert base_accuracy() == pytest.approx(metrics["base_acc"])
     recorded = json.loads((run_dir / METRICS_FILE).read_text())       # as runs made before recorded them
     recorded["settings"].update(pretrained="weights/tiny.safetensors", data_root="data")
