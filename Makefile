@@ -11,7 +11,7 @@ DATA_ROOT ?=
 WORKERS ?=
 DATA_FLAG = $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
-.PHONY: test test-fast browser-deps book study gpu-check env bench clean
+.PHONY: test test-fast browser-deps book study gpu-check env bench clean lab explore
 
 env: .venv/.done
 
@@ -51,6 +51,16 @@ study: env
 	$(PY) -m analysis_lib analyses $(EXPERIMENT) $(DATA_FLAG)
 	.venv/bin/jupyter-book build . -W -n --keep-going
 	@echo "The book of $(EXPERIMENT) is built: open file://$(CURDIR)/_build/html/index.html"
+
+# JupyterLab on the repository with the venv's kernel (kernels start in the repository root, as
+# under papermill); prints the URL to open, token included. Nothing is fetched from the internet.
+lab: env
+	$(PY) -m analysis_lib.report.servers lab $(if $(PORT),--port $(PORT))
+
+# The live attention explorer as a Voilà app (widgets only, offline) over the finished runs under
+# runs/; prints its URL. RUN=runs/demo/DemoToys/ivlp/seed1 picks the run shown first.
+explore: env
+	$(PY) -m analysis_lib.report.servers explore $(if $(RUN),--run $(RUN)) $(if $(PORT),--port $(PORT))
 
 # Step, evaluation, analyses and decode rates on this machine and the study's projected device
 # hours (benchmarks/gpu_check.py); GPU_CHECK_FLAGS="--device cpu --quick" runs it on a CPU.

@@ -12,12 +12,11 @@ import logging
 import os
 import sys
 
-from .study import aggregate, execution, sweep
-from .study.run_record import METRICS_FILE, is_complete, run_folder
+from .study import execution, sweep
+from .study.run_record import is_complete, run_folder
 from .study.experiment import Experiment, check_runnable, load_experiment
 from .checks import ConfigError
-
-log = logging.getLogger("analysis_lib")
+from .files import FileWriteError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,28 +69,29 @@ def main(argv: list[str] | None = None) -> int:
         experiment = load_experiment(args.experiment, data_root=args.data_root)
         weights_problem = check_runnable(experiment, require_weights=not args.dry_run)
         runs = sweep.select_runs(experiment.runs(), args.only)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError, FileWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
+        complete = {r.run_id for r in runs if is_complete(run_folder(experiment.output_root, r),
+                                                           r.config_hash, r.split_sha256)}
         for r in runs:
-            state = "complete" if is_complete(run_folder(experiment.output_root, r), r.config_hash) else "to run"
-            print(f"{r.run_id:<40} {state:<9} {r.config_hash[:12]}")
+            print(f"{r.run_id:<40} {'complete' if r.run_id in complete else 'to run':<9} {r.config_hash[:12]}")
         print(f"{len(runs)} runs, notebook {experiment.notebook}, output {experiment.output_root}")
         if weights_problem:
             print(f"warning: the sweep itself would stop here: {weights_problem}")
-        return _projected_cost([r for r in runs if not is_complete(run_folder(experiment.output_root, r), r.config_hash)])
+        return _projected_cost([r for r in runs if r.run_id not in complete])
     gpus = [] if args.scheduler or experiment.device == "cpu" or args.workers == 0 else execution.visible_gpus()
     workers = args.workers if args.workers is not None else max(1, len(gpus))
     try:
         results = sweep.run_sweep(runs, experiment.notebook, experiment.output_root, workers=workers,
                                   scheduler=args.scheduler, gpus=gpus, reuse_kernels=experiment.reuse_kernels)
-    except execution.SweepBusyError as err:
+    except (execution.SweepBusyError, FileWriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(sweep.summary_table(results))
-    if any(r.status != "failed" for r in results):
-        _aggregate(experiment)
+    if any(r.status != "failed" for r in results) and _aggregate(experiment):
+        return 2
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
@@ -110,15 +110,12 @@ def _projected_cost(runs) -> int:
 
 def _aggregate(experiment: Experiment) -> int:
     """Results table of the runs that are complete for the experiment's current configuration."""
-    runs = experiment.runs()
-    folders = [run_folder(experiment.output_root, r) for r in runs]
-    done = [folder / METRICS_FILE for folder, r in zip(folders, runs) if is_complete(folder, r.config_hash)]
-    if not done:
-        print(f"error: no finished runs under {experiment.output_root}", file=sys.stderr)
+    from .study.completeness import aggregate_finished
+    try:
+        aggregate_finished(experiment)
+    except (ValueError, FileWriteError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    table = aggregate.results_table(aggregate.load_metrics(done))
-    paths = aggregate.write_results(table, experiment.output_root)
-    log.info("%d of %d runs aggregated into %s", len(done), len(runs), ", ".join(map(str, paths)))
     return 0
 
 

@@ -5,7 +5,8 @@ tower's cost grows with the number of classes. Measured here, in one run, interl
   * text by length: prompts grouped by length, each group run to its own longest [EOS], against
     one pass padded to the longest prompt (the code before), on a 1000-class ivlp step;
   * class features once per run for the `vision` variant (nothing learned in its text tower),
-    against re-encoding them at every step (the code before), on a 100-class step.
+    against re-encoding them at every step (the code before), on a 100-class step;
+  * the `text` variant's step against ivlp's (100 classes): the cost model prices each on its own.
 Class names: see ``timing.class_names``; the ratio of the first saving depends on their spread of
 lengths.
 """
@@ -71,6 +72,18 @@ def main() -> None:
     print(f"vision, 100 classes: step {once:.2f} s with the class features computed once per run / "
           f"{every:.2f} s re-encoded every step: ratio {once / every:.3f} "
           f"(saves {every - once:.2f} s per step)")
+
+    # The cost model prices each variant from its own step (analysis_lib/study/cost.py): how far
+    # apart are the two prompt variants that learn text?
+    text, ivlp = (build_model(v, backbone, class_names(100), template) for v in ("text", "ivlp"))
+
+    def step_of(model):
+        def run():
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(images), labels).backward()
+        return run
+    text_s, ivlp_s = compare(step_of(text), step_of(ivlp), args.repeats)
+    print(f"text / ivlp, 100 classes: step {text_s:.2f} s / {ivlp_s:.2f} s: ratio {text_s / ivlp_s:.3f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 ViT-B/16 (QuickGELU) with random weights (speed does not depend on the values), the experiment's
 training precision, batch size and eval batch size, its ivlp variant:
-  * ivlp training steps (forward, backward, SGD) with 100 and 1000 classes; the ratio to
+  * the training step (forward, backward, SGD) of every variant that learns, with 100 and 1000
+    classes, recorded against the token positions its class prompts take (the cost model prices
+    each variant from its own two steps); for ivlp, the ratio to
     open_clip's own forward+backward on the same batch (100 classes, full 77-token prompts); at
     1000 classes, the ratio of the step with the text tower by length to one padded to the longest;
   * evaluation throughput (image tower, no gradients) at the eval batch size;
@@ -30,7 +32,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from analysis_lib.data.transforms import train_transform
 from analysis_lib.model.backbone import load_backbone
-from analysis_lib.model.prompted import build_model
+from analysis_lib.model.prompted import build_model, text_positions
+from analysis_lib.model.variants import variant_config
 from analysis_lib.stats.analyses import attention_statistics, decomposition_by_block, token_contributions, zeroshot_twin
 from analysis_lib.study import cost
 from analysis_lib.study.experiment import load_experiment
@@ -61,8 +64,6 @@ def main() -> None:
         raise SystemExit(f"{args.experiment} has no variant named ivlp, whose steps the check times")
     cfg: TrainConfig = experiment.train
     eval_batch = sizes.get("eval_batch_size", cfg.eval_batch_size)
-    ivlp_params = {k: v for k, v in experiment.variants["ivlp"].items()
-                   if k != "variant" and k not in TrainConfig.keys()}
     torch.manual_seed(0)
     backbone = load_backbone(experiment.model, None, device=str(device))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
@@ -81,40 +82,40 @@ def main() -> None:
     labels = torch.arange(cfg.batch_size, device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step_s = {}
-    for n_classes in sizes["classes"]:
-        model = build_model("ivlp", backbone, class_names(n_classes), TEMPLATE, **ivlp_params)
-        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                    momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        model.train()
+    step_s: dict[str, dict[int, float]] = {}
+    learning = [name for name, spec in experiment.variants.items()
+                if variant_config(spec["variant"], **variant_params(spec)).learns]
+    for variant in learning:
+        step_s[variant] = {}
+        spec = experiment.variants[variant]
+        for n_classes in sizes["classes"]:
+            model = build_model(spec["variant"], backbone, class_names(n_classes), TEMPLATE, **variant_params(spec))
+            step = training_step(model, images, labels % n_classes, cfg, device)
+            positions = text_positions(model.text_groups)
+            step_s[variant][positions] = median_time(synced(step), sizes["repeats"])
+            seconds = step_s[variant][positions]
+            print(f"{variant} training step, {n_classes:>4} classes ({positions} text token positions): "
+                  f"{seconds * 1e3:8.1f} ms = {cfg.batch_size / seconds:7.1f} images/s "
+                  f"({len(model.text_groups)} prompt-length groups)")
+            if variant != "ivlp":
+                continue
+            if n_classes == sizes["classes"][-1]:
+                padded = median_time(synced(padded_text(model, step)), sizes["repeats"])
+                print(f"  the same step with the prompts padded to the longest: {padded * 1e3:.1f} ms; "
+                      f"ratio by length / padded {seconds / padded:.2f}")
+            if n_classes == sizes["classes"][0]:
+                tokens = backbone.tokenizer(model.prompt_texts).to(device)
 
-        def step():
-            with autocast_for(device, cfg.precision):
-                loss = F.cross_entropy(model(images), labels % n_classes)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        step_s[n_classes] = median_time(synced(step), sizes["repeats"])
-        print(f"ivlp training step, {n_classes:>4} classes: {step_s[n_classes] * 1e3:8.1f} ms "
-              f"= {cfg.batch_size / step_s[n_classes]:7.1f} images/s "
-              f"({len(model.text_groups)} prompt-length groups)")
-        if n_classes == sizes["classes"][-1]:
-            padded = median_time(synced(padded_text(model, step)), sizes["repeats"])
-            print(f"  the same step with the prompts padded to the longest: {padded * 1e3:.1f} ms; "
-                  f"ratio by length / padded {step_s[n_classes] / padded:.2f}")
-        if n_classes == sizes["classes"][0]:
-            tokens = backbone.tokenizer(model.prompt_texts).to(device)
-
-            def reference():
-                with autocast_for(device, cfg.precision):
-                    open_clip_step(backbone.clip, images, tokens, labels % n_classes)
-            theirs = median_time(synced(reference), sizes["repeats"])
-            print(f"  open_clip's own forward+backward, same batch and classes: {theirs * 1e3:.1f} ms; "
-                  f"ratio ivlp step / open_clip {step_s[n_classes] / theirs:.2f}")
-            analysis_model = model
+                def reference():
+                    with autocast_for(device, cfg.precision):
+                        open_clip_step(backbone.clip, images, tokens, labels % n_classes)
+                theirs = median_time(synced(reference), sizes["repeats"])
+                print(f"  open_clip's own forward+backward, same batch and classes: {theirs * 1e3:.1f} ms; "
+                      f"ratio ivlp step / open_clip {seconds / theirs:.2f}")
+                analysis_model = model
     if device.type == "cuda":
         print(f"peak GPU memory of the training steps: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
-    model.eval()
+    model = analysis_model.eval()
 
     batch = torch.randn(eval_batch, 3, size, size, device=device)
 
@@ -129,7 +130,7 @@ def main() -> None:
 
     decode_rate = decode_images_per_s(sizes["decode_images"], size, cfg.crop_scale)
     workers = max(worker_count(cfg), 1)
-    train_rate = cfg.batch_size / step_s[sizes["classes"][0]]
+    train_rate = cfg.batch_size / min(step_s["ivlp"].values())
     slower = "decoding" if decode_rate * workers < train_rate else "the model"
     print(f"decode + augment (500x375 JPEG): {decode_rate:6.1f} images/s per loader worker x {workers} "
           f"workers = {decode_rate * workers:.1f} images/s, against {train_rate:.1f} images/s a "
@@ -159,6 +160,32 @@ def main() -> None:
     cost.save_rates(rates, args.out)
     print(f"rates written to {args.out}\nprojected cost of {args.experiment} (all runs):")
     print(cost.summary(experiment.runs(), rates))
+
+
+def variant_params(spec: dict) -> dict:
+    """A variant entry of the experiment file without its name and training settings."""
+    return {k: v for k, v in spec.items() if k != "variant" and k not in TrainConfig.keys()}
+
+
+def training_step(model, images, labels, cfg: TrainConfig, device):
+    """One training step as the trainer takes it: class features computed once when the text tower
+    learns nothing (``trainer.train``), SGD with the experiment's settings."""
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    model.train()
+    fixed_text = None
+    if model.text_is_fixed:
+        with torch.no_grad(), autocast_for(device, cfg.precision):
+            fixed_text = model.encode_text()
+
+    def step():
+        with autocast_for(device, cfg.precision):
+            logits = model(images) if fixed_text is None else model.logits_from(model.encode_image(images), fixed_text)
+            loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
 
 
 def decode_images_per_s(n: int, size: int, crop_scale: float) -> float:

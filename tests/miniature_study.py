@@ -45,34 +45,42 @@ def _tables(rng: np.random.Generator, shift: float) -> dict[str, pd.DataFrame]:
     attention = pd.DataFrame(
         [("vision", b, h, s, reading, rng.uniform(10, 30) + shift * 10 + (5 if reading == "without_prompt" else 0),
           10, model)
-         for b in range(BLOCKS) for h in range(HEADS) for model in ("CLIP", "prompted")
+         for b in range(BLOCKS) for h in range(HEADS) for model in ("CLIP", "prompted", "control")
          for reading in (("with_prompt",) if model == "CLIP" else ("with_prompt", "without_prompt"))
          for s in ("attention_distance", "attention_entropy")]
         + [("text", b, h, f"eos_to_{t}", "with_prompt", rng.uniform(0, 1) + shift, 10, model)
-           for b in range(BLOCKS) for h in range(HEADS) for model in ("CLIP", "prompted") for t in TOKEN_TYPES],
+           for b in range(BLOCKS) for h in range(HEADS) for model in ("CLIP", "prompted", "control") for t in TOKEN_TYPES],
         columns=["tower", "block", "head", "statistic", "reading", "value", "n", "model"])
-    share = pd.DataFrame([(r, i, b, h, rng.uniform(0.2, 0.6) + shift) for r in ("CLIP", "W/O", "W")
+    share = pd.DataFrame([(m, i, b, h, rng.uniform(0.2, 0.6) + shift) for m in ("CLIP", "prompted", "control")
                           for i in range(IMAGES) for b in range(BLOCKS) for h in range(HEADS)],
-                         columns=["reading", "image", "block", "head", "share"])
+                         columns=["model", "image", "block", "head", "share"])
+    share = share.assign(enrichment=share.share / 0.4, share_of_row=share.share * 0.9)
+    relative = pd.DataFrame([(m, i, b, 0.0 if b == 0 else rng.uniform(0, 0.2) + shift) for m in ("prompted", "control")
+                             for i in range(IMAGES) for b in range(BLOCKS)], columns=["model", "image", "block", "tv"])
+    keys = pd.DataFrame([(m, i, b, rng.uniform(-0.1, 0.2) + shift, rng.uniform(-0.1, 0.2)) for m in ("prompted", "control")
+                         for i in range(IMAGES) for b in range(BLOCKS)],
+                        columns=["model", "image", "block", "centred_gap", "raw_gap"])
     background = pd.DataFrame([(b, h, f, rng.uniform(0, 0.3), rng.uniform(0.1, 0.5) + shift, 20, 40)
                                for b in range(BLOCKS) for h in range(HEADS) for f in ("k", "v")],
                               columns=["block", "head", "feature", "foreground", "background", "n_foreground",
                                        "n_background"])
-    causal = pd.DataFrame([(a, f, rng.uniform(40, 90) + shift * 10, rng.uniform(40, 90)) for f in
-                           ("all blocks", "below prompt depth") for a in
-                           ("as trained", "bias term removed", "rescaling removed", "both removed")],
-                          columns=["ablation", "form", "base", "novel"])
+    causal = pd.DataFrame([(t, a, f, rng.uniform(40, 90) + shift * 10, rng.uniform(40, 90))
+                           for t in ("both", "vision", "text") for f in ("all blocks", "below prompt depth") for a in
+                           ("as trained", "bias term removed", "rescaling removed", "both removed",
+                            "bias term mean-ablated")],
+                          columns=["tower", "ablation", "form", "base", "novel"])
     causal = causal.assign(hm=harmonic_mean(causal.base, causal.novel))
     causal = causal[~((causal.ablation == "as trained") & (causal.form == "below prompt depth"))]
     contributions = pd.DataFrame(
-        [("text", m, meth, t, rng.uniform(0, 1) + shift, 3) for m in ("CLIP", "prompted") for meth in
+        [("text", m, meth, t, rng.uniform(0, 1) + shift, 3) for m in ("CLIP", "prompted", "control") for meth in
          ("relevance", "rollout") for t in TOKEN_TYPES]
-        + [("vision", m, meth, k, rng.uniform(0, 1), 3) for m in ("CLIP", "prompted") for meth in
+        + [("vision", m, meth, k, rng.uniform(0, 1), 3) for m in ("CLIP", "prompted", "control") for meth in
            ("relevance", "rollout") for k in ("cls", "patch", "prompt")],
         columns=["tower", "model", "method", "token_type", "contribution", "n_explained"])
     block0 = pd.DataFrame({"tower": ["vision", "text"], "deviation": rng.uniform(1e-8, 1e-6, 2)})
     return {"decomposition": decomposition, "block0": block0, "attention": attention, "foreground_share": share,
-            "background_similarity": background, "causal_ablation": causal, "contributions": contributions}
+            "relative_attention": relative, "background_similarity": background, "background_keys": keys,
+            "causal_ablation": causal, "contributions": contributions}
 
 
 def write_study(root: Path, data_root: Path) -> Experiment:

@@ -1,4 +1,5 @@
 """The analyses run end to end on a finished run and give tables with the expected identities."""
+import numpy as np
 import pytest
 import torch
 
@@ -66,19 +67,25 @@ def test_token_contributions_and_background(run):
     assert set(table.feature) == {"k", "v"} and table[["foreground", "background"]].abs().le(1 + 1e-6).all().all()
 
 
-def test_foreground_share_readings(run):
-    """W/O renormalises the [CLS] row over [CLS] + patches: its share is W's divided
-    by the mass left off the prompts, which the captured attention gives independently."""
-    model = run.model("base")
-    table = analyses.foreground_share(run, model, limit=4)
-    assert set(table.reading) == {"CLIP", "W/O", "W"} and table.share.between(0, 1).all()
-    wide = table.pivot_table(index=["image", "block", "head"], columns="reading", values="share")
-    images, _ = analyses.first_images(run.test_loader("base"), 4)
-    with torch.no_grad(), model.capture("vision.blocks.*.attn.lam") as cache:
-        model.encode_image(images)
-    cls_lam = cache.stack("vision", "attn.lam")[:, :, :, 0]             # [L, B, H]: [CLS]'s λ
-    expected = torch.tensor(wide["W"].to_numpy()) / cls_lam.permute(1, 0, 2).flatten().double()
-    assert wide["W/O"].to_numpy() == pytest.approx(expected.numpy(), rel=1e-4)
+def test_foreground_share_enrichment_and_the_whole_row(run):
+    """The share over the patches times the [CLS] row's patch mass is the share of the whole row
+    (the captured attention gives that mass independently); the enrichment is the share over the
+    image's foreground fraction; CLIP, the trained model and its control on the same images."""
+    models = {"prompted": run.model("base"), "control": run.control("base")}
+    table = analyses.foreground_share(run, models, limit=4)
+    assert set(table.model) == {"CLIP", "prompted", "control"} and table.share.between(0, 1).all()
+    prompted = table[table.model == "prompted"].sort_values(["image", "block", "head"])
+    images, _ = analyses.first_images(run.test_loader("base", 4), len(run.sample("base", 4)))
+    with torch.no_grad(), models["prompted"].capture("vision.blocks.*.attn.pattern") as cache:
+        models["prompted"].encode_image(images)
+    grid = models["prompted"].token_layout("vision").grid
+    patch_mass = cache.stack("vision", "attn.pattern")[:, :, :, 0, 1:1 + grid * grid].sum(-1)   # [L, B, H]
+    expected = prompted.share.to_numpy() * patch_mass.permute(1, 0, 2).flatten().double().numpy()
+    assert prompted.share_of_row.to_numpy() == pytest.approx(expected, rel=1e-4)
+    fg = torch.cat([f for _, f in analyses.masked_batches(run, grid, 4)]).float().mean(-1)     # [B]
+    fraction = np.repeat(fg.numpy(), len(prompted) // len(fg))
+    finite = np.isfinite(prompted.enrichment.to_numpy())
+    assert prompted.enrichment.to_numpy()[finite] == pytest.approx((prompted.share.to_numpy() / fraction)[finite])
 
 
 def test_cache_stacks_one_hook_over_blocks(run):
@@ -115,3 +122,4 @@ def test_dataset_summary_and_gallery(data_root):
     captions = [caption for _, caption in gallery]
     assert captions == ["Annual Crop Land (base)", "Highway or Road (base)", "Permanent Crop Land (novel)",
                         "Sea or Lake (novel)"]
+

@@ -1,6 +1,7 @@
 """The book's profile file and the Sphinx glue that shows it on the first page."""
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import replace
 from types import SimpleNamespace
@@ -48,10 +49,34 @@ def test_summary_warns_only_for_generated_data():
     assert "not the paper's numbers" not in real.summary() and "the real datasets" in real.summary()
 
 
+def rendered(source: str) -> str:
+    """MyST source as the HTML a page gets (markdown-it, as MyST parses it, raw HTML allowed)."""
+    from markdown_it import MarkdownIt
+    return MarkdownIt("commonmark", {"html": True}).render(source)
+
+
 def test_substitutions_cover_every_field():
     subs = substitutions(DEMO)
-    assert subs["profile_model"] == "demo-clip" and subs["profile_seeds"] == "1, 2"
+    assert rendered(subs["profile_model"]) == "<p>demo-clip</p>\n" and rendered(subs["profile_seeds"]) == "<p>1, 2</p>\n"
     assert subs["profile_summary"] == DEMO.summary()
+
+
+MARKUP = "<img src=x onerror=alert(7)>"
+
+
+@pytest.mark.parametrize("field", ["profile", "experiment_file", "model", "pretrained", "model_description",
+                                   "device", "created", "commit"])
+def test_markup_in_any_field_reaches_the_page_as_text(field):
+    """A file name or setting with HTML, MyST syntax, backticks or a newline is shown as written
+    (a newline as a space), never run or interpreted."""
+    for value in (MARKUP, f"`{MARKUP}`", "a``b`` {{ profile_model }}\n# heading",
+                  "{eval}`1` $x$ [l](javascript:x) *b* \\"):
+        profile = replace(DEMO, **{field: value})
+        shown = html.escape(value.replace("\n", " "), quote=False).replace('"', "&quot;")
+        assert rendered(substitutions(profile)[f"profile_{field}"]) == f"<p>{shown}</p>\n"
+        page = rendered(profile.summary())
+        assert "<img" not in page and "<a " not in page and "<h1" not in page and "<em>" not in page, page
+        assert shown in page or f"<code>{shown.strip('`').strip()}</code>" in page, page
 
 
 def test_sphinx_hook_merges_profile_into_existing_substitutions(tmp_path):

@@ -124,3 +124,21 @@ def test_bad_image_in_a_run_names_the_file_and_the_dataset(copy_dataset, workers
     assert f"EuroSAT: cannot decode image {truncated} (" in str(info.value)
     assert "truncated" in str(info.value).lower()
     assert "--deep lists every such file" in str(info.value)
+
+
+@pytest.mark.parametrize("entry", ["../../../secret.jpg", "a/../../outside.jpg", "/etc/hostname"])
+def test_split_entries_cannot_leave_the_dataset(copy_dataset, capsys, entry):
+    """A split file that points outside the dataset's image folder is refused, naming the entry,
+    even where the target is a readable image (the check command included)."""
+    root = copy_dataset("EuroSAT")
+    path = root / "eurosat" / "split_zhou_EuroSAT.json"
+    split = json.loads(path.read_text())
+    target = root / "secret.jpg"
+    target.write_bytes((root / "eurosat" / "2750" / split["test"][0][0]).read_bytes())
+    split["test"][1][0] = entry
+    path.write_text(json.dumps(split))
+    with pytest.raises(SplitFileFormatError, match=f'entry 1 of "test" names {entry!r}, outside the image folder'):
+        read_dataset("EuroSAT", root)
+    assert main(["check", "--root", str(root), "--datasets", "EuroSAT"]) != 0
+    captured = capsys.readouterr()
+    assert "outside the image folder" in captured.out + captured.err

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from analysis_lib.data import (PAPER_DATASETS, DatasetSpec, dataset_names, get_spec, mask_path,
-                               prompt_classnames, read_dataset, register_dataset)
+                               prompt_classnames, read_classnames, read_dataset, register_dataset)
 from analysis_lib.data import registry
 from fixture_data import COUNTS, write_split_dataset
 
@@ -55,6 +55,12 @@ def test_reader_names_labels_and_counts(data_root, name):
         for item in data.split(which):
             assert Path(item.path).is_absolute() and Path(item.path).is_file()
             assert data.classnames[item.label] == item.classname
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_class_names_alone_match_the_reader(data_root, name):
+    """What the cost model reads without listing any image: the reader's names, in label order."""
+    assert read_classnames(name, data_root) == read_dataset(name, data_root).classnames == EXPECTED[name]
 
 
 def test_imagenet_labels_follow_sorted_wnid_folders(data_root):

@@ -139,3 +139,41 @@ def test_short_training_on_demo_data_beats_zero_shot(demo_root, tmp_path):
         return run_training(settings)["base_acc"]
 
     assert base_accuracy("ivlp", text_depth=3, vision_depth=3) > base_accuracy("zeroshot") + 20
+
+
+# ----------------------------------------------------------------- paired renders (known-truth test)
+def _pairs(name, n=6):
+    classes = world.DATASETS[name].classes
+    return [world.paired_render(name, classes[i % len(classes)], [7, i]) for i in range(n)]
+
+
+def test_hues_pair_is_the_warm_cast_of_the_plain_image():
+    for plain, shifted, _ in _pairs("DemoHues"):
+        np.testing.assert_array_equal(shifted, world.warm_cast(plain))
+        assert np.abs(shifted - plain).mean() > 0.05
+
+
+def test_toys_pair_differs_only_in_the_background():
+    for plain, shifted, mask in _pairs("DemoToys"):
+        assert 0 < mask.mean() < 1
+        np.testing.assert_array_equal(shifted[mask], plain[mask])
+        assert (np.abs(shifted - plain).max(-1)[~mask] > 0).mean() > 0.9
+
+
+def test_textures_pair_is_the_faded_plain_image_up_to_the_noise():
+    for plain, shifted, mask in _pairs("DemoTextures"):
+        assert mask.all()
+        residual = shifted - world.fade(plain)
+        inside = (shifted > 0) & (shifted < 1)  # where the clip to [0, 1] did not act
+        assert abs(residual[inside].std() - 0.05) < 0.01 and abs(residual[inside].mean()) < 0.01
+        assert np.abs(shifted - plain).mean() > 0.05  # the shift itself is not small
+
+
+def test_paired_render_is_deterministic_and_refuses_unpaired_datasets():
+    scene = world.DATASETS["DemoToys"].classes[0]
+    a, b = world.paired_render("DemoToys", scene, 3), world.paired_render("DemoToys", scene, 3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="DemoSat has no paired renders"):
+        world.paired_render("DemoSat", world.DATASETS["DemoSat"].classes[0], 0)
+    plain, plain_mask, shifted, mask = world.unpaired_render("DemoSat", world.DATASETS["DemoSat"].classes[0], 0)
+    assert plain.shape == shifted.shape == (world.SIZE, world.SIZE, 3) and mask.any() and plain_mask.any()

@@ -1,13 +1,18 @@
 """The attention explorer: its tables on a trained run, the quantised data the book ships, the live widgets."""
 import base64
+import datetime
+import io
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
-from analysis_lib.report import explorer_page, live_explorer
-from analysis_lib.stats import explorer_data
+from analysis_lib.report import explorer_page, live_explorer, servers
+from analysis_lib.stats import causal, explorer_data
 from analysis_lib.study.run_folder import load_run
 
 
@@ -114,13 +119,47 @@ def test_vitb16_dataset_file_size_is_calculated_from_the_packer():
     assert 2 * 8 * 12 * 12 * 196 * 4 / 3 < vitb16 < 2e6
 
 
-def test_live_explorer_widgets_change_the_views(run):
-    live = live_explorer.LiveExplorer(run.settings.output_dir)
-    assert live.tables is not None and live.image.value == run.splits["base"].test[0].path
+def test_query_rows_are_the_patch_rows(run, tables):
+    """Query 0 is the [CLS] row of the book's tables; query q the row of patch q - 1, with the same
+    W/O identity; outside the grid it is refused."""
+    items = explorer_data.explorer_items(run, 8)
+    path, group, label = items[0][0].path, items[0][1], items[0][0].label
+    cls = explorer_data.image_tables(run, [path], [(group, label)])
+    np.testing.assert_allclose(cls["cls_attention"][:, 0], tables["cls_attention"][:, 0], atol=1e-6)
+    patch = explorer_data.image_tables(run, [path], [(group, label)], query=3)
+    w, wo = (patch["cls_attention"][explorer_data.PANELS.index(p)] for p in ("W", "W/O"))
+    np.testing.assert_allclose(wo, w / (1 - patch["prompt_share"][..., None]), rtol=1e-5)
+    assert not np.allclose(patch["cls_attention"], cls["cls_attention"])
+    with pytest.raises(ValueError, match="neither \\[CLS\\] \\(0\\) nor one of the 16 patches"):
+        explorer_data.image_tables(run, [path], [(group, label)], query=17)
+
+
+def _png(size=(40, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(1).random((*size, 3)) * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _upload(name: str, content: bytes) -> tuple:
+    return ({"name": name, "type": "", "size": len(content), "content": memoryview(content),
+             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+
+
+def test_live_explorer_widgets_change_the_views(run, tmp_path):
+    root = tmp_path / "runs"
+    run_dir = root / "OxfordPets" / "ivlp" / "seed1"
+    shutil.copytree(run.settings.output_dir, run_dir)
+    live = live_explorer.LiveExplorer(root)
+    assert live.run_choice.options == (("OxfordPets/ivlp/seed1", str(run_dir)),)
+    first = explorer_data.explorer_items(run, 8)[0][0]
+    assert live.tables is not None and live.source == first.path and live.classname.value == ("base", first.label)
+    assert {g for _, (_, g, _) in live.image.options} == {"base", "novel"}          # both groups offered, marked
+
     def views():
-        return [live.panels[p].value for p in explorer_data.PANELS] + [live.numbers.value, live.text.value]
-    first = views()
-    assert first[0] == first[1] != first[2]           # block 0: W/O is CLIP (the IVLP rule), W differs
+        return [live.panels[p].value for p in (*explorer_data.PANELS, live_explorer.DIFFERENCE)] + [
+            live.numbers.value, live.text.value, live.readout.value]
+    start = views()
+    assert start[0] == start[1] != start[2]           # block 0: W/O is CLIP (the IVLP rule), W differs
     for widget, value in ((live.block, 1), (live.head, 1), (live.mean_heads, True), (live.view, "rollout"),
                           (live.text_head, 1)):
         before = views()
@@ -133,15 +172,58 @@ def test_live_explorer_widgets_change_the_views(run):
             live.text_head.value = 0
         assert views() != before, widget.description
         if widget is live.block:
-            assert len(set(views()[:3])) == 3                         # past block 0 the three panels differ
+            assert len(set(views()[:4])) == 4                         # past block 0 the four panels differ
+    assert "rollout has no head" in live_explorer_readout(live, "rollout")
     before = views()
-    live.image.value = run.splits["novel"].test[0].path               # another image file
-    assert views() != before
+    live.query_grid.children[2].click()                               # patch 2 as the query
+    assert live.query.value == 3 and "patch 2" in live.readout.value and views()[:4] != before[:4]
+    live.overview.children[0].children[1].click()                     # head 0 from the overview
+    assert live.head.value == 0 and "head 0" in live.readout.value
+    # The ablation table is the library's top classes under the causal test's ablation.
+    trained = live.top.value
+    live.removal.value = "bias term removed"
+    expected = live_explorer.top_classes(run, first.path, "base", ("bias term removed", causal.ALL_BLOCKS))
+    assert live.top.value != trained and live.top.value == live_explorer.top_html(expected, ("bias term removed", causal.ALL_BLOCKS))
+    novel = next(v for _, v in live.image.options if v[1] == "novel")
     before = views()
-    live.classname.value = ("novel", 1)                               # another class prompt: only the text changes
+    live.image.value = novel                                          # another test image, its own class
+    assert views() != before and live.classname.value == novel[1:]
+    before = views()
+    live.classname.value = ("novel", (novel[2] + 1) % len(run.splits["novel"].classnames))   # only the text changes
     after = views()
-    assert after[:3] == before[:3] and after[4] != before[4]
-    live.image.value = "/no/such/image.png"
-    assert "cannot read" in live.message.value
-    live.run_dir.value = "/no/such/run"
-    assert "cannot open the run" in live.message.value
+    assert after[:4] == before[:4] and after[5] != before[5]
+    before = views()
+    live.upload.value = _upload("mine.png", _png())
+    assert "Showing your image mine.png" in live.message.value and views()[:4] != before[:4]
+    live.upload.value = _upload("notes.txt", b"not an image")
+    assert "notes.txt is not an image" in live.message.value
+
+
+def live_explorer_readout(live, view: str) -> str:
+    live.view.value = view
+    text = live.readout.value
+    live.view.value = "attention"
+    return text
+
+
+def test_live_explorer_names_what_it_cannot_open(tmp_path):
+    (tmp_path / "not_a_run").mkdir()
+    live = live_explorer.LiveExplorer(tmp_path, tmp_path / "not_a_run")
+    assert "Cannot open" in live.message.value and "not a finished run folder" in live.message.value
+    assert live.tables is None
+    empty = live_explorer.LiveExplorer(tmp_path / "nothing_here")
+    assert "No finished runs of prompted variants" in empty.message.value
+
+
+def test_servers_start_kernels_in_the_repository_and_refuse_a_missing_run(tmp_path, monkeypatch, capsys):
+    """`make lab` / `make explore`: notebooks' relative paths mean what they mean under papermill
+    (kernels start in the root, not in notebooks/); a RUN that is no folder is named, exit code 2."""
+    kernels = servers.RepositoryKernels(root_dir=str(tmp_path))
+    assert kernels.cwd_for_path("notebooks/live_explorer.ipynb") == str(tmp_path)
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    with pytest.raises(SystemExit) as exit_:
+        servers.main(["explore", "--run", str(tmp_path / "no_such_run")])
+    assert exit_.value.code == 2 and "no_such_run: no such folder" in capsys.readouterr().err
+    command, url = servers.explore_command(tmp_path, 8899)
+    assert "--template=offline" in command and url == "http://127.0.0.1:8899/"
+    assert (servers.JUPYTER_DATA / "voila" / "templates" / "offline" / "index.html.j2").is_file()

@@ -1,4 +1,6 @@
 """The CLIP variants: equivalence with open_clip, the IVLP rule, the decomposition, parameters."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -175,6 +177,37 @@ def test_removing_both_effects_gives_zeroshot_image_features(tiny):
     assert not torch.allclose(rescale_only, bias_only, atol=1e-4)
 
 
+def test_an_ablation_acts_only_in_its_towers(tiny):
+    model = randomise(build_model("ivlp", tiny, CLASSES, TEMPLATE, text_depth=2, vision_depth=2))
+    x = images(tiny)
+    none = Ablation(keep_rescale=False, keep_bias=False)
+    with torch.no_grad():
+        text, image = model.encode_text(), model.encode_image(x)
+        with model.ablate(replace(none, towers=("vision",))):
+            torch.testing.assert_close(model.encode_text(), text)
+            assert not torch.allclose(model.encode_image(x), image, atol=1e-4)
+        with model.ablate(replace(none, towers=("text",))):
+            torch.testing.assert_close(model.encode_image(x), image)
+            assert not torch.allclose(model.encode_text(), text, atol=1e-4)
+
+
+def test_mean_ablation_of_one_image_is_that_image(tiny):
+    """The bias term replaced by its mean over one image is that image's own bias term: the
+    features as trained; over two images each image gets the pair's mean, so they change."""
+    from analysis_lib.stats.causal import bias_term_means
+    model = randomise(build_model("ivlp", tiny, ["cat"], TEMPLATE, text_depth=2, vision_depth=2))
+    x = images(tiny)
+    with torch.no_grad():
+        trained = model.encode_image(x[:1])
+        with model.ablate(Ablation(bias_means=bias_term_means(model, [(x[:1], None)]))):
+            torch.testing.assert_close(model.encode_image(x[:1]), trained, atol=1e-5, rtol=1e-5)
+        pair = bias_term_means(model, [(x, None)])
+        with model.ablate(Ablation(bias_means=pair)):
+            assert not torch.allclose(model.encode_image(x[:1]), trained, atol=1e-4)
+        assert set(pair) == {f"{t}.blocks.{i}" for t in ("text", "vision") for i in range(2)}
+        assert pair["vision.blocks.0"].shape[0] == tiny.clip.visual.transformer.resblocks[0].attn.num_heads
+
+
 def test_depth_limited_ablation_acts_only_below_the_prompt_depth(tiny):
     """Vision prompts in block 0 only (depth 1 of 2): removing both effects there leaves block 1's
     input on the original tokens as zero-shot's, while block 1 still sees the prompt slots."""
@@ -213,8 +246,38 @@ def test_token_types_come_from_the_tokenised_pieces(tiny):
     assert types("coop", ["pho"], TEMPLATE, text_n_ctx=2)[0][:6] == ["sos", "prompt", "prompt", "template",
                                                                      "template", "category"]
     assert types("zeroshot", ["pho"], "{} texture.") == [["sos", "category", "template", "period", "eos"]]
-    with pytest.raises(VariantError, match="'yahoo!'.*does not tokenise as its pieces"):
-        types("zeroshot", ["yahoo!"], "{}.")
+    # The end of the name merges with the '.' after it ("!." and ".." are one token each): the
+    # merged token holds the end of the class name, so it is typed category.
+    assert types("zeroshot", ["yahoo!", "Jr."], "{}.") == [["sos", "category", "category", "eos"]] * 2
+    assert types("ivlp", ["Jr."], TEMPLATE, text_depth=2, vision_depth=2) == [
+        ["sos"] + ["prompt"] * 4 + ["category"] * 2 + ["eos"]]
+    assert types("zeroshot", ["Jr."], "a photo of {}, a type of food.") == [
+        ["sos"] + ["prompt"] * 3 + ["category"] * 2 + after[1:]]            # ".," is one token
+
+
+@pytest.mark.slow   # 91 models of 1,000 classes: about 30 s
+def test_every_imagenet_class_name_is_typed_under_every_template(tiny):
+    """All 1,000 names of open_clip's ImageNet list (six end in ')', which merges with '.') under
+    OpenAI's 80 ImageNet templates, the 11 datasets' templates and IVLP's learned context: each
+    prompt gets one type per position, the class's tokens (at least one) between the words
+    before and after it, and the words after it keep their types wherever nothing merged."""
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
+    from analysis_lib import data
+    templates = {t("{}") for t in OPENAI_IMAGENET_TEMPLATES} | {data.get_spec(d).template for d in data.PAPER_DATASETS}
+    models = [build_model("zeroshot", tiny, list(IMAGENET_CLASSNAMES), t) for t in sorted(templates)]
+    models.append(build_model("ivlp", tiny, list(IMAGENET_CLASSNAMES), TEMPLATE, text_depth=2, vision_depth=2))
+    merged = 0
+    for model in models:
+        layout = model.token_layout("text")
+        for c, types in enumerate(layout.token_types):
+            eos = int(layout.eos_index[c])
+            assert types[0] == "sos" and types[eos] == "eos" and "pad" not in types[:eos]
+            assert "category" in types
+            body = [t for t in types[:eos] if t != "sos"]
+            first, last = body.index("category"), len(body) - body[::-1].index("category")
+            assert set(body[last:]) <= {"template", "period"} and "category" not in body[:first]
+            merged += model.prompt_texts[c].endswith(").") and "period" not in types
+    assert merged >= 6          # "kite (bird of prey)." and the others: typed, not refused
 
 
 def test_gradients_reach_only_trainable_parameters(tiny):

@@ -76,7 +76,9 @@ def test_one_command_runs_sweep_analyses_and_book(pipeline):
         assert not errors, f"{notebook.name}: {errors[0].ename}: {errors[0].evalue}"
         for cell in (c for c in nb.cells if c.cell_type == "code"):      # tagged for the book
             tags = cell.metadata["tags"]
-            assert {"remove-input", "remove-cell"} & set(tags), (notebook.name, tags)
+            assert "show-input" in tags or {"remove-input", "remove-cell"} & set(tags), (notebook.name, tags)
+    tour = nbformat.read(generated / "library_tour.ipynb", as_version=4)    # executed with the chapters
+    assert sum("show-input" in c.metadata["tags"] for c in tour.cells if c.cell_type == "code") >= 5
     claims = pd.read_csv(generated / "tables" / "claims.csv")
     assert {"C1", "C2", "C3", "C5", "C6"} <= set(claims.claim) and set(claims.dataset) == {"OxfordPets", "Average"}
     profile = json.loads((generated / "profile.json").read_text())
@@ -99,6 +101,8 @@ def test_book_from_the_pipeline_in_browser(pipeline):
     report = check_in_browser(pipeline[3] / "_build" / "html", pipeline[0] / "screenshots")
     generated = {p["page"]: p for p in report["pages"] if p["page"].startswith("book/generated/")}
     assert "book/generated/distance_entropy.html" in generated
+    tour = generated.pop("book/generated/library_tour.html")
+    assert tour["code"]["shown"] >= 5 and tour["charts"]              # the tour's code is its content
     for page, info in generated.items():            # a reader sees outputs, no code
         assert info["code"]["inputs"] == 0, f"{page}: {info['code']['inputs']} code cells on the page"
         if not page.endswith("attention_explorer.html"):   # the answer on the first screen (900 px)

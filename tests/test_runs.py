@@ -1,5 +1,6 @@
 """A training run end to end on the miniature data, read back by the analyses."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,16 +27,21 @@ def test_run_folder_and_reload(ivlp_run):
                + config.vision_depth * config.vision_n_ctx * clip.visual.transformer.width)
     assert written["base_acc"] == metrics["base_acc"] and written["n_trainable"] == prompts  # deep prompts only
     assert run.model("novel").classnames != run.model("base").classnames
-    table = ablation_accuracy(run)
-    as_trained = table.set_index("ablation").loc["as trained"]
-    assert as_trained["base"] == pytest.approx(metrics["base_acc"])
-    assert as_trained["novel"] == pytest.approx(metrics["novel_acc"])
+    every = ablation_accuracy(run)
+    table = every[every.tower == "both"]
+    as_trained = table.set_index("ablation").loc["as trained"]               # the whole test sets, as the run
+    assert as_trained["base"] == pytest.approx(metrics["base_acc"], abs=1e-4)
+    assert as_trained["novel"] == pytest.approx(metrics["novel_acc"], abs=1e-4)
     removals = ["bias term removed", "rescaling removed", "both removed"]
     assert list(zip(table["ablation"], table["form"])) == [("as trained", "all blocks")] + [
-        (name, form) for form in ("all blocks", "below prompt depth") for name in removals]
+        (name, form) for form in ("all blocks", "below prompt depth") for name in removals] + [
+        ("bias term mean-ablated", "all blocks")]
     # The run's prompts reach every block (depth 2 of 2): both forms are the same ablation.
-    forms = table.iloc[1:].set_index(["form", "ablation"])
+    forms = table.iloc[1:-1].set_index(["form", "ablation"])
     assert forms.loc["all blocks"].equals(forms.loc["below prompt depth"])
+    # One tower at a time: as trained and the three removals, in every block.
+    for tower in ("vision", "text"):
+        assert list(every[every.tower == tower].ablation) == ["as trained"] + removals
 
 
 def test_same_seed_same_metrics(ivlp_run, tmp_path):
@@ -206,3 +212,33 @@ def test_vision_variant_trains_the_same_with_class_features_computed_once(data_r
     assert all(torch.equal(once[0][k], every_step[0][k]) for k in once[0])
     steps = len(once[1].splitlines()) - 1
     assert len(once_calls) == 1 + 2 and len(every_step_calls) == steps + 2  # + base and novel evaluation
+
+
+def test_run_folder_reopens_from_any_directory(data_root, tiny, tmp_path, monkeypatch):
+    """A run made with relative paths (weights, data) reopens from another working directory:
+    paths are recorded resolved, and a run recorded with relative ones is found from its folder."""
+    from safetensors.torch import save_file
+    from analysis_lib.data import get_spec
+    project = tmp_path / "project"
+    (project / "weights").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in tiny.clip.state_dict().items()}, project / "weights" / "tiny.safetensors")
+    folder = get_spec("OxfordPets").folder
+    shutil.copytree(data_root / folder, project / "data" / folder)
+    monkeypatch.chdir(project)
+    metrics = run_training(RunSettings(dataset="OxfordPets", variant="ivlp", data_root="data", output_dir="runs/r",
+                                       model="tiny-clip", pretrained="weights/tiny.safetensors", progress=False,
+                                       variant_params={"text_depth": 1, "vision_depth": 1},
+                                       train=TrainConfig(shots=1, epochs=1, num_workers=0)))
+    assert metrics["settings"]["pretrained"] == str(project / "weights" / "tiny.safetensors")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run_dir = project / "runs" / "r"
+
+    def base_accuracy():
+        table = ablation_accuracy(load_run(run_dir))
+        return table.set_index(["tower", "ablation", "form"]).loc[("both", "as trained", "all blocks"), "base"]
+    assert base_accuracy() == pytest.approx(metrics["base_acc"])
+    recorded = json.loads((run_dir / METRICS_FILE).read_text())       # as runs made before recorded them
+    recorded["settings"].update(pretrained="weights/tiny.safetensors", data_root="data")
+    (run_dir / METRICS_FILE).write_text(json.dumps(recorded))
+    assert base_accuracy() == pytest.approx(metrics["base_acc"])

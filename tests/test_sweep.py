@@ -294,7 +294,7 @@ def test_killed_sweep_leaves_nothing_complete_and_is_rerun(project, capsys):
         time.sleep(0.2)
     assert pid_file.exists(), "the notebook never started"
     assert main(["sweep", str(exp), "--workers", "0"]) == 2  # a second sweep into the same folder
-    assert f"another sweep (pid {sweep_process.pid}) is writing into" in capsys.readouterr().err
+    assert f"sweep (pid {sweep_process.pid}) is writing into" in capsys.readouterr().err
     os.killpg(sweep_process.pid, signal.SIGKILL)
     sweep_process.wait()
     kernel_pid = int(pid_file.read_text())

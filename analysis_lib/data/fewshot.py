@@ -49,7 +49,8 @@ def fewshot_split(dataset: str, root: str | Path, shots: int, seed: int, *,
     `<cache_dir>/<folder>/shot_<K>-seed_<S>.json`, or else from the data root's
     `<root>/<folder>/split_fewshot/` (where earlier versions wrote it, as CoOp keeps its pickles);
     a new draw is written to `cache_dir` only, so the data root may be read-only. A cache listing
-    images the dataset no longer has is an error.
+    images the dataset no longer has is an error; the draw depends on images and labels only, so
+    class names are taken from the dataset as it is now (a renamed class keeps its subset).
     """
     if shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}; use read_dataset for the full lists")
@@ -109,13 +110,13 @@ def _read_cache(path: Path, image_root: Path, full: DatasetSplits,
         if not isinstance(payload, dict) or which not in payload:
             raise SplitFileFormatError(path, f'no "{which}" list', _CACHE_FIX)
         items = items_from_entries(path, which, payload[which], image_root)
-        known = set(full.split(which))
-        unknown = [item for item in items if item not in known]
+        known = {(item.path, item.label): item for item in full.split(which)}
+        unknown = [item for item in items if (item.path, item.label) not in known]
         if unknown:
             raise SplitFileFormatError(path, f"{len(unknown)} {which} item(s) are not in the "
                                              f"dataset's {which} split (first: {unknown[0].path})",
                                        _CACHE_FIX)
-        lists[which] = items
+        lists[which] = [known[item.path, item.label] for item in items]  # class names as the dataset has them now
     return lists
 
 

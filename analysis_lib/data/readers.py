@@ -6,6 +6,8 @@ which `prompt_classnames` does.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -76,6 +78,48 @@ def read_dataset(name: str, root: str | Path, *, allow_missing_images: bool = Fa
     return DatasetSplits(spec.name, classnames, *(splits[s] for s in SPLITS), skipped=skipped)
 
 
+def read_classnames(name: str, root: str | Path) -> list[str]:
+    """Dataset `name`'s class names by label, without listing or checking its images (what the
+    cost model needs). ImageNet's labels are its sorted class folders, named by classnames.txt."""
+    spec = get_spec(name)
+    dataset_dir = _dataset_dir(spec, root)
+    if spec.layout != "imagenet":
+        reader = {"split_file": _read_split_file, "fgvc_aircraft": _read_fgvc_aircraft}[spec.layout]
+        return reader(spec, dataset_dir)[1]
+    path = _required_file(spec, dataset_dir / "classnames.txt")
+    with open(path, encoding="utf-8") as f:
+        names = dict(line.strip().partition(" ")[::2] for line in f if line.strip())
+    return [names[wnid] for wnid in sorted(names)]
+
+
+def split_sha256(name: str, root: str | Path) -> str | None:
+    """sha256 over the files that list the dataset's splits and class names (the split file;
+    ImageNet's classnames.txt; FGVCAircraft's variant lists), or None where one is missing.
+    A run records it, so a run made before such a file was edited no longer counts as finished."""
+    spec = get_spec(name)
+    folder = spec.dataset_dir(root)
+    files = {"imagenet": ["classnames.txt"],
+             "fgvc_aircraft": ["variants.txt"] + [f"images_variant_{which}.txt" for which in SPLITS]
+             }.get(spec.layout, [spec.split_file])
+    try:
+        stats = [(str(folder / file), (folder / file).stat()) for file in files]
+    except OSError:
+        return None
+    return _sha256_of(tuple((path, st.st_mtime_ns, st.st_size) for path, st in stats))
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(files: tuple[tuple[str, int, int], ...]) -> str | None:
+    """sha256 over the files' bytes; keyed by (path, mtime, size), so an edited file is read again."""
+    digest = hashlib.sha256()
+    for path, _, _ in files:
+        try:
+            digest.update(Path(path).read_bytes())
+        except OSError:
+            return None
+    return digest.hexdigest()
+
+
 def mask_path(spec: DatasetSpec, root: str | Path, item: Item) -> Path | None:
     """The item's foreground mask (OxfordPets trimap, demo masks); None if the dataset has none."""
     if spec.mask_dir is None:
@@ -123,7 +167,8 @@ def load_json(path: Path, fix: str | None = None):
 
 
 def items_from_entries(path: Path, which: str, entries, image_root: Path) -> list[Item]:
-    """[[relative_path, label, classname], ...] as items with absolute paths."""
+    """[[relative_path, label, classname], ...] as items with absolute paths; a path that is
+    absolute or climbs out of ``image_root`` is refused (a split file reads nothing outside it)."""
     if not isinstance(entries, list):
         raise SplitFileFormatError(path, f'"{which}" is not a list of [relative_path, label, '
                                          "classname]")
@@ -133,6 +178,10 @@ def items_from_entries(path: Path, which: str, entries, image_root: Path) -> lis
                 and isinstance(entry[1], int) and isinstance(entry[2], str)):
             raise SplitFileFormatError(path, f'entry {i} of "{which}" is {entry!r}, '
                                              "expected [relative_path, label, classname]")
+        if os.path.isabs(entry[0]) or os.path.normpath(entry[0]).split(os.sep)[0] == os.pardir:
+            raise SplitFileFormatError(path, f'entry {i} of "{which}" names {entry[0]!r}, outside the image '
+                                             f"folder {image_root}; entries are paths relative to it",
+                                       "fix or re-download the file; images are read only from inside the dataset")
         items.append(Item(str(image_root / entry[0]), entry[1], entry[2]))
     return items
 

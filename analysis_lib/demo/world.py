@@ -202,9 +202,13 @@ class DemoDataset:
 _ROOM = np.array([0.4, 0.58, 0.55], np.float32)  # every DemoToys photo is taken in the same room
 
 
+def room(rng: np.random.Generator) -> np.ndarray:
+    """DemoToys' background: the one teal room, its clutter different in every photo."""
+    return np.clip(_ROOM + 0.5 * (smooth_field(rng, 4, 0, 1) - 0.5), 0, 1)
+
+
 def _cluttered(scene, rng):
-    room = np.clip(_ROOM + 0.5 * (smooth_field(rng, 4, 0, 1) - 0.5), 0, 1)
-    return draw(scene, rng, background=room)
+    return draw(scene, rng, background=room(rng))
 
 
 _CAST = np.array([1.0, 0.78, 0.5], np.float32)  # a warm cast over a whole dataset
@@ -224,11 +228,17 @@ def _aerial(scene, rng):
     return draw(scene, rng, background=terrain(rng), small=(2.5, 4.5))
 
 
-def _faded_texture(scene, rng):
+_TEXTURE_PERIOD = (4.0, 7.0)  # DemoTextures' patterns are a little finer than pretraining's
+
+
+def fade(image: np.ndarray) -> np.ndarray:
     """Half-way to grey, as if every DemoTextures sample were printed on the same washed-out paper."""
-    image, mask = draw(scene, rng, period=(4.0, 7.0))
-    faded = 0.5 * image + 0.5 * image.mean(-1, keepdims=True)
-    return np.clip(faded + rng.normal(0, 0.05, image.shape), 0, 1), mask
+    return 0.5 * image + 0.5 * image.mean(-1, keepdims=True)
+
+
+def _faded_texture(scene, rng):
+    image, mask = draw(scene, rng, period=_TEXTURE_PERIOD)
+    return np.clip(fade(image) + rng.normal(0, 0.05, image.shape), 0, 1), mask
 
 
 def _objects(colours, shapes):
@@ -252,6 +262,42 @@ DATASETS: dict[str, DemoDataset] = {
                                 lambda s: f"{s.colour} {s.pattern}", _faded_texture),
 }
 assert tuple(DATASETS) == DEMO_DATASETS
+
+
+# ---------------------------------------------------------------------------------------------
+# The known shift: each scene drawn twice, pretraining-style and dataset-style (the known-truth test).
+
+PAIRED = ("DemoToys", "DemoHues", "DemoTextures")  # DemoSat's shift (scale, terrain) has no exact pair
+
+
+def paired_render(name: str, scene: Scene, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(plain, shifted, mask): ``scene`` drawn pretraining-style and as dataset ``name`` draws it,
+    differing only by the dataset's shift. The object's random draws (paint, size, place) come from
+    their own stream, so the DemoToys room's draws cannot move the object."""
+    if name not in PAIRED:
+        raise ValueError(f"{name} has no paired renders (only {', '.join(PAIRED)}); use "
+                         "unpaired_render for a shift measured between two distributions")
+    if name == "DemoHues":
+        plain, mask = draw(scene, _stream(seed, 0))
+        return plain, warm_cast(plain), mask
+    if name == "DemoTextures":
+        plain, mask = draw(scene, _stream(seed, 0), period=_TEXTURE_PERIOD)
+        return plain, np.clip(fade(plain) + _stream(seed, 1).normal(0, 0.05, plain.shape), 0, 1), mask
+    plain, mask = draw(scene, _stream(seed, 0), background=plain_background(_stream(seed, 1)))
+    shifted, _ = draw(scene, _stream(seed, 0), background=room(_stream(seed, 2)))  # the same object stream
+    return plain, shifted, mask
+
+
+def _stream(seed, k: int) -> np.random.Generator:
+    return np.random.default_rng([*np.atleast_1d(seed), k])
+
+
+def unpaired_render(name: str, scene: Scene, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(plain, plain mask, shifted, shifted mask): ``scene`` drawn pretraining-style and, independently,
+    as dataset ``name`` draws it; for a shift that exists only between the two distributions."""
+    plain, plain_mask = draw(scene, _stream(seed, 0))
+    shifted, mask = DATASETS[name].render(scene, _stream(seed, 1))
+    return plain, plain_mask, shifted, mask
 
 
 def trimap(mask: np.ndarray) -> np.ndarray:

@@ -5,10 +5,12 @@ For query i, original keys X and prompt keys P (PAPER.md, Sec. 3):
     out_i = Σ_{j∈X} A_ij v_j + Σ_{p∈P} A_ip v_p
           = λ_i · attn_X(i) + (1 − λ_i) · attn_P(i)
 The first term is the prompt-free attention rescaled by λ (way a), the second the bias term,
-a convex mix of prompt values (way b). ``Ablation`` removes either at evaluation time.
+a convex mix of prompt values (way b). ``Ablation`` removes either at evaluation time, or
+replaces the bias term by its mean (is it a constant, a dataset bias?).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,15 +27,20 @@ class Ablation:
     In blocks at or past a tower's prompt depth the prompt slots hold the previous block's outputs
     at the prompt positions, which still act as keys and values: by default the ablation acts
     there too (all blocks); ``below_prompt_depth`` limits it to the blocks with learned prompts.
+    ``towers`` says which towers it acts in. ``bias_means`` (block name such as
+    ``vision.blocks.3`` → a tensor broadcastable to that block's ``attn.prompt_part``) replaces the
+    bias term by a fixed value, its mean (``causal.bias_term_means``); blocks it does not name keep theirs.
     """
 
     keep_rescale: bool = True
     keep_bias: bool = True
     below_prompt_depth: bool = False
+    towers: tuple[str, ...] = ("text", "vision")
+    bias_means: Mapping[str, torch.Tensor] | None = None
 
     @property
     def active(self) -> bool:
-        return not (self.keep_rescale and self.keep_bias)
+        return not (self.keep_rescale and self.keep_bias) or bool(self.bias_means)
 
 
 NO_ABLATION = Ablation()
@@ -81,4 +88,7 @@ def _explicit_attention(q, k, v, mask, prompt_keys, scope: Scope, ablation: Abla
     if not ablation.active:
         return pattern @ v
     tokens = token_part if ablation.keep_rescale else token_part / lam.unsqueeze(-1)
-    return tokens + prompt_part if ablation.keep_bias else tokens
+    if not ablation.keep_bias:
+        return tokens
+    mean = ablation.bias_means.get(scope.prefix) if ablation.bias_means else None
+    return tokens + (prompt_part if mean is None else mean.to(prompt_part.dtype).expand_as(prompt_part))

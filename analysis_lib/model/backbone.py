@@ -8,9 +8,11 @@ with is an error naming the right model, never a silently different network.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +66,7 @@ def load_backbone(model_name: str, pretrained: str | None = None, device: str = 
     checkpoint = resolve_weights(model_name, pretrained)
     try:
         clip = open_clip.create_model(model_name, pretrained=checkpoint, device=device)
-    except (RuntimeError, KeyError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - torch, safetensors and open_clip each raise their own kinds
         if checkpoint is None:
             raise
         raise CheckpointError(f"pretrained={checkpoint}: open_clip cannot load it into {model_name} "
@@ -143,6 +145,47 @@ def _check_checkpoint_file(path: str) -> None:
         raise CheckpointError(f"pretrained={path} is not a checkpoint (neither a torch.save file nor "
                               "safetensors); pass a .pt, .bin or .safetensors file with the model's "
                               "weights, or a pretrained tag such as openai")
+    check_weights_file(path)
+
+
+def check_weights_file(path: str) -> None:
+    """A weights file that is whole, checked without loading it: a safetensors header that parses
+    and tensors that end where the file ends; a zip archive (torch.save) whose directory reads.
+    A truncated download or copy is one CheckpointError naming the file."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if head.startswith(b"PK"):
+            problem = _zip_problem(path)
+        elif len(head) == 8 and f.read(2) == b'{"':
+            f.seek(8)
+            problem = _safetensors_problem(f, int.from_bytes(head, "little"), size)
+        else:
+            problem = None  # a pickle (older torch.save): only loading it tells
+    if problem:
+        raise CheckpointError(f"weights file {path} is damaged: {problem}; download or copy it again")
+
+
+def _safetensors_problem(f, header_bytes: int, size: int) -> str | None:
+    if 8 + header_bytes > size:
+        return f"its header should be {header_bytes} bytes, but the file holds {size} bytes in all (cut short?)"
+    try:
+        header = json.loads(f.read(header_bytes))
+        end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"),
+                  default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "its header is not a safetensors header"
+    if 8 + header_bytes + end != size:
+        return f"its tensors need {8 + header_bytes + end} bytes, but the file holds {size} (cut short?)"
+    return None
+
+
+def _zip_problem(path: str) -> str | None:
+    try:
+        with zipfile.ZipFile(path):
+            return None
+    except zipfile.BadZipFile as err:
+        return f"it is not a complete zip archive ({err}; cut short?)"
 
 
 def resolve_weights(model_name: str, pretrained: str | None, download: bool = True) -> str | None:

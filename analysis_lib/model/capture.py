@@ -7,6 +7,7 @@ explicit (unfused) attention path when some attention hook of that block is want
 
 Hook points per block (tower = ``vision`` or ``text``; N tokens, H heads, D width, d = D / H):
     resid_pre          [B, N, D]     block input, after prompt insertion
+    resid_post         [B, N, D]     block output (the residual stream after attention and MLP)
     attn.pattern       [B, H, N, N]  attention probabilities
     attn.q, attn.k, attn.v  [B, H, N, d]
     attn.lam           [B, H, N]     attention mass on original (non-prompt) keys, λ
@@ -20,7 +21,7 @@ from typing import Callable, Iterable, Protocol
 
 import torch
 
-HOOK_POINTS = ("resid_pre", "attn.pattern", "attn.q", "attn.k", "attn.v",
+HOOK_POINTS = ("resid_pre", "resid_post", "attn.pattern", "attn.q", "attn.k", "attn.v",
                "attn.lam", "attn.token_part", "attn.prompt_part")
 
 
@@ -72,6 +73,26 @@ class Cache(dict):
         return torch.stack(self.blocks(tower, point))
 
 
+class Steer(Cache):
+    """A ``Cache`` that also adds fixed tensors to named hook points (before recording them): an
+    intervention on the residual stream, e.g. the known-truth test's oracle adding −δ at one block.
+
+    ``adds`` maps a hook name to a tensor over the original tokens, [N, D] or [B, N, D]; a longer
+    sequence (prompts after the patches) is changed on its first N tokens only.
+    """
+
+    def __init__(self, adds: dict[str, torch.Tensor], names=()):
+        super().__init__(names)
+        self.adds = adds
+
+    def edit(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        add = self.adds.get(name)
+        if add is None:
+            return value
+        n = add.shape[-2]
+        return torch.cat([value[:, :n] + add.to(value), value[:, n:]], dim=1)
+
+
 class Scope:
     """A recorder seen from one block: prefixes names, and answers nothing when there is no recorder."""
 
@@ -84,6 +105,11 @@ class Scope:
     def record(self, point: str, value: torch.Tensor) -> None:
         if self.wants(point):
             self.recorder.record(f"{self.prefix}.{point}", value)
+
+    def edit(self, point: str, value: torch.Tensor) -> torch.Tensor:
+        """``value`` as a recorder that intervenes (``Steer``) changes it; unchanged otherwise."""
+        edit = getattr(self.recorder, "edit", None)
+        return value if edit is None else edit(f"{self.prefix}.{point}", value)
 
     def wants_attention(self) -> bool:
         return any(self.wants(p) for p in HOOK_POINTS if p.startswith("attn."))

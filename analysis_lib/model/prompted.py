@@ -91,13 +91,7 @@ class PromptedCLIP(nn.Module):
     # ----------------------------------------------------------------- prompts
     def _class_prompts(self) -> tuple[list[str], bool]:
         """The text of each class prompt, and whether learned context starts from the init words."""
-        n_ctx, init = self.config.text_n_ctx, self.config.ctx_init
-        if not n_ctx:
-            texts, from_words = [self.template.format(c) for c in self.classnames], False
-        else:
-            from_words = init is not None and n_ctx <= len(self.tokenizer.encode(init))
-            prefix = init if from_words else " ".join(["X"] * n_ctx)
-            texts = [f"{prefix} {c}." for c in self.classnames]
+        texts, from_words = class_prompts(self.config, self.template, self.classnames, self.tokenizer)
         context = self.clip.context_length
         longest = max(texts, key=lambda t: len(self.tokenizer.encode(t)))
         if len(self.tokenizer.encode(longest)) + 2 > context:
@@ -136,9 +130,10 @@ class PromptedCLIP(nn.Module):
 
         Each group of prompts runs only up to its own longest [EOS], so a long class name costs
         only its group; exact under the causal mask. While a recorder listens, all classes run
-        as one group, in their order, so that its maps are [C, ..., L] as ``token_layout`` says.
+        as one group, in their order, so that its maps are [C, ..., L] as ``token_layout`` says;
+        so too under a mean-ablation, whose means are laid out that way.
         """
-        if self._recorder is not None:
+        if self._recorder is not None or self._ablation.bias_means:
             pooled = self._pooled_text(self.text_tokens, self.eos_index)
         else:
             tokens, eos = self.text_tokens[self._text_order], self.eos_index[self._text_order]
@@ -202,36 +197,42 @@ class PromptedCLIP(nn.Module):
             raise ValueError(f"tower must be 'vision' or 'text', got {tower!r}")
         n = self.text_tokens.shape[1]
         return TokenLayout(n, self.text_tower.slot.mask(n),
-                           token_types=[self._token_types(i) for i in range(len(self.classnames))],
+                           token_types=self._token_types(),
                            eos_index=self.eos_index.cpu())
 
-    def _token_types(self, c: int) -> list[str]:
-        """Each position's type, from the pieces of the prompt tokenised separately (never by
+    def _token_types(self) -> list[list[str]]:
+        """Each class prompt's type per position, from the pieces of the prompt tokenised separately (never by
         searching the class name in the text: Food101's "pho" occurs inside "photo").
 
         Pieces: [SOS]; the words before the class (learned context: its n_ctx positions are
         "prompt", any init words left fixed are "template"; zero-shot: the template words play the
         prompt's part); the class name ("category"); the words after it ('.' is "period", the rest
-        "template"); [EOS]; padding.
+        "template"); [EOS]; padding. Where the end of the class name merges with what follows into
+        one token ("ram (adult male sheep)." ends in ")."; "Jr." + "." is ".."), the prompt's tokens
+        are matched to the pieces from both ends, and the tokens between the words before and the
+        words after that still tokenise alike are "category": a merged token holds the end of the
+        class name, so it is typed as the class.
         """
-        name, encode = self.classnames[c], self.tokenizer.encode
-        if self.config.text_n_ctx:
-            before, after = self.prompt_texts[c][: -len(f"{name}.")], "."
-        else:
-            before, after = self.template.split("{}")
-        n_before = len(encode(before)) if before.strip() else 0
-        n_prompt = self.config.text_n_ctx or n_before
+        encode = self.tokenizer.encode
+        # The words around the class are the same for every class (the template, or the context).
+        before, after = (self.prompt_texts[0][: -len(f"{self.classnames[0]}.")], ".") if self.config.text_n_ctx \
+            else self.template.split("{}")
+        before_ids = encode(before) if before.strip() else []
+        n_prompt = self.config.text_n_ctx or len(before_ids)
         after_ids = encode(after)
-        types = (["sos"] + ["prompt"] * n_prompt + ["template"] * (n_before - n_prompt)
-                 + ["category"] * len(encode(name))
-                 + ["period" if self.tokenizer.decode([i]).strip() == "." else "template" for i in after_ids])
-        eos = int(self.eos_index[c])
-        pieces = [self.text_tokens[c, 0].item()] + encode(before) + encode(name) + after_ids
-        if len(types) != eos or self.text_tokens[c, :eos].tolist() != pieces:
-            raise VariantError(f"class {name!r}: the prompt {self.prompt_texts[c]!r} does not tokenise as its "
-                               "pieces do (the name merges with the text around it into one token), so its "
-                               "positions have no single type; rename the class, e.g. drop trailing punctuation")
-        return types + ["eos"] + [PADDING] * (self.text_tokens.shape[1] - eos - 1)
+        after_types = ["period" if self.tokenizer.decode([i]).strip() == "." else "template" for i in after_ids]
+        result = []
+        for c, (name, eos) in enumerate(zip(self.classnames, self.eos_index.tolist())):
+            tokens = self.text_tokens[c, 1:eos].tolist()                  # between [SOS] and [EOS]
+            n_before = _common_prefix(tokens, before_ids)
+            n_after = _common_prefix(tokens[n_before:][::-1], after_ids[::-1])
+            if n_before < n_prompt:
+                raise VariantError(f"class {name!r}: the prompt {self.prompt_texts[c]!r} does not keep the "
+                                   f"{n_prompt} prompt positions apart from the class name; rename the class")
+            types = (["sos"] + ["prompt"] * n_prompt + ["template"] * (n_before - n_prompt)
+                     + ["category"] * (len(tokens) - n_before - n_after) + after_types[len(after_types) - n_after:])
+            result.append(types + ["eos"] + [PADDING] * (self.text_tokens.shape[1] - eos - 1))
+        return result
 
     # ----------------------------------------------------------------- parameters
     def train(self, mode: bool = True):
@@ -273,6 +274,30 @@ class PromptedCLIP(nn.Module):
             for name, p in self.named_parameters():
                 if name in state:
                     p.copy_(state[name])
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading items ``a`` and ``b`` share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def class_prompts(config: VariantConfig, template: str, classnames: list[str], tokenizer) -> tuple[list[str], bool]:
+    """Each class's prompt text as the variant writes it (the template, or ``n_ctx`` learned
+    tokens before the name), and whether the learned context starts from ``ctx_init``'s words."""
+    n_ctx, init = config.text_n_ctx, config.ctx_init
+    if not n_ctx:
+        return [(config.text_template or template).format(c) for c in classnames], False
+    from_words = init is not None and n_ctx <= len(tokenizer.encode(init))
+    prefix = init if from_words else " ".join(["X"] * n_ctx)
+    return [f"{prefix} {c}." for c in classnames], from_words
+
+
+def text_positions(groups: list[tuple[int, int, int]]) -> int:
+    """Token positions one pass over the class prompts runs through the text tower, by length group."""
+    return sum((stop - start) * length for start, stop, length in groups)
 
 
 def length_groups(lengths: list[int], pass_cost: float = PASS_COST_TOKENS) -> list[tuple[int, int, int]]:

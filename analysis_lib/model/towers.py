@@ -112,12 +112,17 @@ class Tower(nn.Module):
             attn_out = self_attention(block.attn, block.ln_1(x), mask, prompt_keys, scope, self._ablation(ablation, i))
             x = x + block.ls_1(attn_out) + self._bias("attn", i)
             x = x + block.ls_2(block.mlp(block.ln_2(x))) + self._bias("mlp", i)
+            x = scope.edit("resid_post", x)
+            scope.record("resid_post", x)
         return x
 
     def _ablation(self, ablation: Ablation, block: int) -> Ablation:
-        """The ablation in effect in ``block``: none past the prompt depth for a depth-limited one."""
+        """The ablation in effect in ``block``: none in a tower it leaves alone, none past the prompt
+        depth for a depth-limited one."""
         depth = self.prompts.depth if self.prompts is not None else 0
-        return NO_ABLATION if ablation.below_prompt_depth and block >= depth else ablation
+        if self.name not in ablation.towers or (ablation.below_prompt_depth and block >= depth):
+            return NO_ABLATION
+        return ablation
 
     def _bias(self, where: str, block: int):
         return 0.0 if self.biases is None else self.biases.at(where, block)

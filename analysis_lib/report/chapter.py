@@ -15,7 +15,7 @@ import pandas as pd
 from IPython.display import HTML, display
 
 from . import charts
-from .numbers import informative, signed
+from .numbers import informative, significant, signed
 from ..study.aggregate import AVERAGE  # the row over datasets, of the results and the claims table alike
 from ..study.experiment import Experiment
 
@@ -120,9 +120,10 @@ def claim_answer(claims: pd.DataFrame, claim_id: str) -> str | None:
     per_dataset = " · ".join(f"{html.escape(str(d))} {verdict_badge(r.verdict)}"
                              for d, r in rows.drop(index=AVERAGE, errors="ignore").iterrows())
     where = "averaged over the datasets" if AVERAGE in rows.index else f"on {html.escape(str(summary.name))}"
+    holm = "" if pd.isna(summary.get("p_holm", math.nan)) else f", Holm-adjusted p = {significant(summary.p_holm)}"
     return (f"<strong>{html.escape(claim.statement)}</strong> ({claim_id}): {verdict_badge(summary.verdict)} "
-            f"{where}. Measured as {html.escape(claim.effect)}: {interval_text(summary)}, "
-            f"over {summary.n} {html.escape(str(summary.unit))}. Per dataset: {per_dataset}.")
+            f"{where}. Measured as {html.escape(claim.effect)}: {interval_text(summary)}{holm}, "
+            f"over {summary.n} {html.escape(str(summary.unit))}." + (f" Per dataset: {per_dataset}." if per_dataset else ""))
 
 
 def claim_answers(claims: pd.DataFrame, claim_ids: tuple[str, ...]) -> list[str]:

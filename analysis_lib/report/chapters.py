@@ -10,18 +10,19 @@ experiment file), never a variant named in the code; spreads are standard deviat
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import altair as alt
+import numpy as np
 import pandas as pd
 from IPython.display import HTML, Markdown, display
 from myst_nb import glue
 
-from . import charts
+from . import charts, markup
 from .chapter import AVERAGE, Page, analysed, analysed_variant, answer_box, claim_answers, term
 from .numbers import informative, mean_std, over_seeds, significant, signed, with_spread
 from ..stats import analyses, per_run
-from ..stats.analyses import READINGS
 from ..files import write_text_atomic
 from ..study.experiment import Experiment, load_experiment
 
@@ -140,6 +141,15 @@ def decomposition(experiment: Experiment, claims: pd.DataFrame) -> Page:
             columns={"deviation": "largest |A − λ·A_CLIP| in block 0"}),
             "Block 0: the largest deviation of the prompted attention over the original tokens from λ times "
             "CLIP's, over seeds and test images (about 10⁻⁶ is floating-point rounding).")
+    relative = analysed(experiment, per_run.load_table(experiment, "relative_attention"))
+    if not relative.empty:
+        tv = over_seeds(relative, ["model", "block"], ["tv"])
+        page.tables["relative_attention"] = tv
+        page.figure("relative", _per_block(tv, "tv", "TV distance to CLIP", "model", list(dict.fromkeys(tv.model))),
+                    "Total-variation distance of each original query's W/O attention row to CLIP's row for the same "
+                    "query and image, per block: the trained model against its control (the same prompts, "
+                    "untrained); mean over datasets and images, bars: ± std over seeds. Block 0 is zero by the "
+                    "identity above.")
     norms = table[table.statistic != LAMBDA].groupby(["tower", "block", "statistic"], as_index=False).value.mean()
     norms = norms.assign(part=norms.statistic.map(PART_WORDS))
     page.tables["part_norms"] = norms
@@ -166,6 +176,16 @@ def causal_ablation(experiment: Experiment, claims: pd.DataFrame) -> Page:
     page.table("summary", with_spread(summary, ["base", "novel", "hm"]).rename(columns={"hm": "HM"}),
                "Accuracy (%) on the base and novel test classes and their harmonic mean, averaged over datasets; "
                "mean ± std over seeds.")
+    if "tower" in causal.columns:
+        from ..stats.causal import causal_decomposition
+        ways = ["total gain", "way (a) alone", "way (b) alone", "interaction"]
+        parts = over_seeds(causal_decomposition(causal), ["tower"], ways)
+        page.tables["causal_parts"] = parts
+        page.table("parts", with_spread(parts, ways, sign=True),
+                   "The gain of the trained prompts over both ways removed (HM points, all blocks), split into what "
+                   "the rescaling (way a) and the bias term (way b) keep alone and their interaction, per tower "
+                   "ablated; mean ± std over seeds.")
+        causal = causal[causal.tower == "both"]
     as_trained = causal[causal.ablation == "as trained"].hm.mean()
     ablations = list(dict.fromkeys(causal.ablation))
     chart = alt.layer(_strip(causal, "hm", "harmonic mean (%)", "ablation", "form", list(dict.fromkeys(causal.form)),
@@ -206,18 +226,29 @@ def token_contributions(experiment: Experiment, claims: pd.DataFrame) -> Page:
 
 # --------------------------------------------------------------------------- [CLS] and the foreground
 def cls_foreground(experiment: Experiment, claims: pd.DataFrame) -> Page:
-    """The foreground share of [CLS] attention per reading and block (C2)."""
+    """The [CLS] query's foreground enrichment per model and block: CLIP, the trained prompts and
+    their control (C2)."""
     page, share = _open(experiment, claims, "foreground_share", ("C2",))
     if share.empty:
         return page
+    share = share.replace([np.inf, -np.inf], np.nan)
     masked = [d for d in experiment.datasets if d in set(share.dataset)]
     page.numbers["masked_datasets"] = ", ".join(masked)
-    per_block = over_seeds(share, ["reading", "block"], ["share"])
+    models = list(dict.fromkeys(share.model))
+    summary = over_seeds(share, ["model"], ["share", "enrichment", "share_of_row"])
+    page.tables["cls_foreground_summary"] = summary
+    page.table("summary", with_spread(summary, ["share", "enrichment", "share_of_row"]).rename(
+        columns={"share": "share of the patches", "share_of_row": "share of the whole row"}),
+        "The [CLS] query's attention on foreground patches: its share of the attention on patches, that share "
+        "over the image's foreground fraction (the enrichment; 1: no preference) and its share of the whole "
+        f"row, prompts included; over {', '.join(masked)}, blocks, heads and images, mean ± std over seeds.")
+    per_block = over_seeds(share, ["model", "block"], ["enrichment"])
     page.tables["cls_foreground"] = per_block
-    page.figure("per_block", _per_block(per_block, "share", "foreground share of [CLS] attention", "reading",
-                                        list(READINGS)),
-        f"Share of the [CLS] query's attention on foreground patches per block, over {', '.join(masked)} "
-        "(mean over datasets, heads and images; bars: ± std over seeds).")
+    page.figure("per_block", alt.layer(
+        _per_block(per_block, "enrichment", "[CLS] foreground enrichment", "model", models),
+        charts.reference_rule(1.0, "no preference", "y")),
+        f"Foreground enrichment of the [CLS] query's attention per block, over {', '.join(masked)}: CLIP, the "
+        "trained prompts and their control (mean over datasets, heads and images; bars: ± std over seeds).")
     return page
 
 
@@ -296,6 +327,15 @@ def prompts_as_background(experiment: Experiment, claims: pd.DataFrame) -> Page:
         "patches", ["foreground", "background"], "patches"), "feature"),
         "Similarity of the prompts to foreground and background patches per block (mean over datasets, seeds, "
         "heads).")
+    keys = analysed(experiment, per_run.load_table(experiment, "background_keys"))
+    if not keys.empty:
+        gap = over_seeds(keys, ["dataset", "model"], ["centred_gap", "raw_gap"])
+        page.tables["background_keys"] = gap
+        page.table("keys", with_spread(gap, ["centred_gap", "raw_gap"], sign=True).rename(
+            columns={"centred_gap": "centred gap", "raw_gap": "raw cosine gap"}),
+            "The claim's measure: how much closer the prompts' keys are to the background patches' keys than to "
+            "the foreground's, centred (each key minus the image's mean key) and as raw cosines, for the trained "
+            "prompts and their control; mean over blocks, heads and images, ± std over seeds.")
     return page
 
 
@@ -396,15 +436,73 @@ def results(experiment: Experiment, claims: pd.DataFrame) -> Page:
     return page
 
 
+# --------------------------------------------------------------------------- the known-truth test
+def known_truth(experiment: Experiment, claims: pd.DataFrame) -> Page:
+    """Does the bias term point along the shift the demo world put into each dataset, and is that
+    where the accuracy comes from (C7)? Only the demo world knows its datasets' shift."""
+    from ..model.backbone import load_backbone
+    from ..stats import claims as claim_stats, known_truth as kt
+    from ..data import get_spec
+    from . import known_truth as report
+    table = per_run.load_table(experiment, "known_truth")
+    lines = claim_answers(claims, ("C7",))
+    if table.empty:
+        return Page(answer_box(lines + ["This experiment has no paired renders (only the demo world knows its "
+                                         "datasets' shift): there is no known-truth test."]))
+    page = Page("")
+    metrics = per_run.run_metrics(experiment)
+    bias_variant = claim_stats.matched_bias_variant(metrics)
+    page.tables["known_truth"] = table[table.dim < 0]
+    page.figure("pairs", report.paired_gallery(), "Pairs of each demo dataset: plain (pretraining-style) left, "
+                "shifted (the dataset's style) right.")
+    kappa = table[table.quantity == "kappa"].pivot_table(index=["dataset", "group"], columns="block", values="value",
+                                                          sort=False)
+    page.table("kappa", kappa.round(3).reset_index(), "Constancy κ of the known shift per block and token group "
+               "(zero-shot is deterministic: the same in every seed).")
+    page.figure("specificity", report.specificity_heatmap(kt.specificity(table, "ivlp")),
+                "The specificity matrix M per seed: the cosine of each dataset's bias term with each dataset's "
+                "−shift, both centred across the datasets.")
+    writes = {"IVLP bias term": "bias term", "IVLP bias term, control (untrained prompts)": "bias term" + kt.CONTROL,
+              "IVLP rescaling (the competitor)": "rescaling", "IVLP rescaling, control": "rescaling" + kt.CONTROL}
+    summaries = {label: kt.specificity_summary(kt.specificity(table, "ivlp", write)) for label, write in writes.items()}
+    if bias_variant:
+        summaries[f"{bias_variant} learned vectors (the reference)"] = kt.specificity_summary(
+            kt.specificity(table, bias_variant, "learned bias"))
+    page.table("specificity_summary", pd.concat(summaries, names=["write"]).round(3).reset_index(),
+               "Per write and seed: M's mean diagonal and off-diagonal cosine and the permutation p.")
+    compensation = kt.compensation_table(table)
+    page.figure("compensation", report.compensation_chart(report.compensation_series(compensation, bias_variant),
+                                                          list(experiment.datasets)),
+                "Compensation S per block (all patches), IVLP as trained and with each removal, bias tuning as "
+                "trained; one dataset at a time, a point per seed, the line through their mean.")
+    hm = report.hm_comparison(kt.best_oracle(table), metrics, bias_variant)
+    page.figure("oracle", report.hm_chart(hm), "HM of zero-shot, the oracle (−δ at its best block), IVLP and bias "
+                "tuning per dataset; points: seeds.")
+    page.table("numbers", report.numbers(kt.specificity_effects(table), compensation, hm)
+               .reindex(list(experiment.datasets)).reset_index(),
+               "The answer's numbers per dataset, mean ± std over seeds.")
+    if "DemoSat" in experiment.datasets:
+        backbone = load_backbone(experiment.model, experiment.pretrained)
+        page.table("visibility", kt.visibility(backbone, "DemoSat", get_spec("DemoSat").template).round(1).reset_index(),
+                   "Can demo-clip tell DemoSat's classes apart? Zero-shot accuracy and a nearest-class-mean probe "
+                   "(%), on the classes drawn pretraining-style and DemoSat-style.")
+    bold = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>",
+                  html.escape(report.compensation_answer(compensation, hm, list(experiment.datasets))))
+    page.answer = answer_box(lines + [bold])
+    return page
+
+
 # --------------------------------------------------------------------------- the claims
-CHAPTER_OF = {"C1": "decomposition", "C2": "cls_foreground", "C3": "causal_ablation", "C4": "eos_attention",
-              "C4r": "token_contributions", "C5": "prompts_as_background", "C6": "bias_tuning"}
+CHAPTER_OF = {"C1": "decomposition", "C2": "cls_foreground", "C4": "eos_attention", "C4r": "token_contributions",
+              "C5": "prompts_as_background", "C6": "bias_tuning", "C6e": "bias_tuning", "C7": "known_truth",
+              **dict.fromkeys(CAUSAL_CLAIMS, "causal_ablation")}
 
 
 def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
     """The claims at a glance: statement | measure | data | verdict per dataset | chapter, and the
     forest plot of every effect with its interval and margin."""
-    from ..stats.claims import CLAIMS, VERDICT_RULE
+    from ..stats.claims import CLAIMS, VERDICT_RULE, margin_table
+    from ..study.completeness import missing_runs
     from .chapter import verdict_badge, interval_text
     if claims.empty:
         return _empty("claims")
@@ -415,7 +513,7 @@ def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
         claim = CLAIMS[claim_id]
         per_dataset = part.set_index("dataset")
         summary = per_dataset.loc[AVERAGE] if AVERAGE in per_dataset.index else per_dataset.iloc[-1]
-        chapter = CHAPTER_OF.get(claim_id, CHAPTER_OF.get(claim_id[:2]))
+        chapter = CHAPTER_OF.get(claim_id)
         rows.append({
             "claim": f"<strong>{claim_id}</strong> {html.escape(claim.statement)}",
             "measure": html.escape(claim.effect) + f"; holds {claim.side} {significant(claim.margin)}",
@@ -454,13 +552,26 @@ def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
                     "Every claim's effect per dataset and on average, with its 95 % interval; dashed: the claim's "
                     "margin (the claim holds on its side of it).")
     page.numbers["verdict_rule"] = Markdown(VERDICT_RULE)
+    margins = margin_table()
+    page.tables["claim_margins"] = margins
+    page.table("margins", margins.drop(columns="statement"),
+               "What each claim measures, the side of its margin on which it holds, and the reason for both, as "
+               "the library fixes them before any result is seen; \"beside it\": what the claims table shows "
+               "beside the effect.")
+    missing = missing_runs(experiment)
+    page.numbers["runs_counted"] = Markdown(
+        "Every run of the experiment is finished and counted in these numbers." if not missing else
+        f"**{_count(len(missing), 'run')} of the experiment missing**, left out of every table and verdict of this "
+        "book; run the sweep to complete them:\n\n" + "\n".join(f"- {markup.code(run.run_id)}: {markup.text(run.reason)}"
+                                                             for run in missing))
     return page
 
 
 CHAPTERS = {"datasets": datasets, "claims": claims_page, "decomposition": decomposition,
             "causal_ablation": causal_ablation, "token_contributions": token_contributions,
             "cls_foreground": cls_foreground, "eos_attention": eos_attention, "distance_entropy": distance_entropy,
-            "prompts_as_background": prompts_as_background, "bias_tuning": bias_tuning, "results": results}
+            "prompts_as_background": prompts_as_background, "bias_tuning": bias_tuning, "known_truth": known_truth,
+            "results": results}
 
 
 def open_page(chapter: str, experiment_file: str, tables_dir: str, data_root: str | None = None) -> Page:

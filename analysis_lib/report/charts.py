@@ -49,9 +49,9 @@ PHONE_WIDTH = 300  # px: the widest a chart's plotting area gets, so a 390 px sc
 # One colour per reading and model (Tableau 10), per verdict (green holds, red fails, amber
 # undecided), per kind of variant; every chart of the book takes its colours from here.
 COLOURS = {
-    "CLIP": "#4c78a8", "W/O": "#72b7b2", "W": "#e45756", "prompted": "#e45756",
-    "supported": "#2e7d32", "contradicted": "#c62828", "not supported": "#c62828",
-    "inconclusive": "#f9a825", "mixed": "#f9a825", "heterogeneous": "#8e24aa", "too few samples": "#9e9e9e",
+    "CLIP": "#4c78a8", "W/O": "#72b7b2", "W": "#e45756", "prompted": "#e45756", "control": "#9e9e9e",
+    "supported": "#2e7d32", "contradicted": "#c62828", "inconclusive": "#f9a825", "heterogeneous": "#8e24aa",
+    "too few samples": "#9e9e9e",
     "zeroshot": "#4c78a8", "ivlp": "#e45756", "text": "#f58518", "vision": "#54a24b", "bias": "#b279a2",
     "coop": "#9d755d", "foreground": "#e45756", "background": "#9e9e9e",
     "all blocks": "#4c78a8", "below prompt depth": "#f58518",

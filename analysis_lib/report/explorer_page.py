@@ -1,10 +1,11 @@
-"""The book's attention explorer: every dataset of the build, three panels side by side, offline.
+"""The book's attention explorer: every dataset and seed of the build, the CLIP, W/O and W panels
+side by side on one colour scale and W − CLIP on a diverging one, every head of a block, offline.
 
 The page itself carries only a small script (``explorer.js``, inlined into the notebook's output)
-and the list of datasets. Each dataset's data are a script file, ``_static/explorer/<name>.js``
-of the built site, that the page adds when a reader picks that dataset. A script rather than a
-``fetch`` because the book also works opened from disk (``file://``), where browsers refuse
-``fetch`` but still load scripts.
+and the list of datasets and seeds. Each (dataset, seed)'s data are a script file,
+``_static/explorer/<name>_seed<k>.js`` of the built site, that the page adds when a reader picks
+it. A script rather than a ``fetch`` because the book also works opened from disk (``file://``),
+where browsers refuse ``fetch`` but still load scripts.
 
 What a dataset file holds (`pack_dataset`, from the tables of ``stats/explorer_data.py``):
 attention rows quantised to uint8 per row, scaled to the row's maximum (`quantise_rows`), so
@@ -39,9 +40,12 @@ PICTURE_PX = 112        # under the site's _static/
 # Inferno, 9 stops from 0 to the maximum (the browser interpolates between them).
 COLORMAP = [[0, 0, 4], [31, 12, 72], [85, 15, 109], [136, 34, 106], [186, 54, 85],
             [227, 89, 51], [249, 140, 10], [249, 201, 50], [252, 255, 164]]
-# The overlay's opacity is ALPHA[0] + ALPHA[1] · value / maximum: the picture shows through where
-# attention is low.
-ALPHA = (0.2, 0.6)
+# W − CLIP: blue (less attention) through white (no change) to red (more), symmetric about 0.
+DIVERGING = [[49, 54, 149], [116, 173, 209], [247, 247, 247], [244, 109, 67], [165, 0, 38]]
+# The colour layer's opacity over the picture: low attention is dark (the colour map's dark end
+# hides most of the picture), high attention bright.
+OPACITY = 0.8
+NEAR_ALL = 0.9     # a prompts' share of the [CLS] attention from which the page says why W looks dark
 TOKEN_COLOURS = {"sos": "#7f7f7f", "prompt": "#d62728", "template": "#9467bd", "category": "#1f77b4",
                  "period": "#2ca02c", "eos": "#ff7f0e"}
 
@@ -79,8 +83,9 @@ def _quantised(x: np.ndarray) -> dict:
 
 # --- one dataset ----------------------------------------------------------------------------
 
-def pack_dataset(name: str, tables: dict) -> dict:
-    """The dataset file's content (see the module docstring) from ``explorer_data`` tables."""
+def pack_dataset(name: str, tables: dict, seed: int = 1) -> dict:
+    """The data file's content (see the module docstring) from ``explorer_data`` tables of the run
+    of ``name`` with ``seed``."""
     cls, rollout = tables["cls_attention"], tables["cls_rollout"]
     if cls.ndim != 5 or cls.shape[0] != len(PANELS) or rollout.shape != cls.shape[:3] + cls.shape[4:]:
         raise ExplorerDataError(f"{name}: cls_attention must be [{len(PANELS)}, I, L, H, G²] and cls_rollout "
@@ -97,7 +102,7 @@ def pack_dataset(name: str, tables: dict) -> dict:
         raise ExplorerDataError(f"{name}: the W/O rows are not the W rows rescaled; check the panels' order {PANELS}")
     text = tables["eos_attention"]
     return {
-        "name": name, "grid": grid, "blocks": n_blocks, "heads": n_heads,
+        "name": name, "seed": int(seed), "key": data_key(name, seed), "grid": grid, "blocks": n_blocks, "heads": n_heads,
         "text_blocks": int(text["block"].max()) + 1, "text_heads": int(text["head"].max()) + 1,
         "panels": list(PANELS), "code_panel": [0 if p == "CLIP" else 1 for p in PANELS],  # W/O uses W's codes
         "images": [{"id": row.image, "classname": row.classname, "group": row.group, "picture": _jpeg(picture)}
@@ -143,31 +148,41 @@ def _jpeg(picture: np.ndarray) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def data_file(name: str) -> str:
-    """The dataset's file, relative to the site's ``_static/``."""
-    return f"{DATA_FOLDER}/{re.sub(r'[^A-Za-z0-9_-]', '_', name)}.js"
+def data_key(name: str, seed: int) -> str:
+    """How the page names one (dataset, seed)'s data (as ``key`` in explorer.js)."""
+    return f"{name} seed {int(seed)}"
+
+
+def data_file(name: str, seed: int) -> str:
+    """The (dataset, seed)'s file, relative to the site's ``_static/``."""
+    return f"{DATA_FOLDER}/{re.sub(r'[^A-Za-z0-9_-]', '_', name)}_seed{int(seed)}.js"
 
 
 def dataset_script(packed: dict) -> str:
-    """The dataset file: registers the data with the page's explorer when the browser runs it."""
+    """The data file: registers the data with the page's explorer when the browser runs it."""
     body = json.dumps(packed, separators=(",", ":")).replace("<", "\\u003c")
     return ("(window.attentionExplorerData = window.attentionExplorerData || {})"
-            f"[{json.dumps(packed['name'])}] = {body};\n")
+            f"[{json.dumps(packed['key'])}] = {body};\n")
 
 
-def write_dataset(static_dir: str | Path, name: str, tables: dict) -> Path:
-    """Pack ``tables`` and write them to ``<static_dir>/explorer/<name>.js`` (atomically)."""
-    return write_text_atomic(Path(static_dir) / data_file(name), dataset_script(pack_dataset(name, tables)))
+def write_dataset(static_dir: str | Path, name: str, tables: dict, seed: int = 1) -> Path:
+    """Pack ``tables`` (the run of ``name`` with ``seed``) and write them to
+    ``<static_dir>/explorer/<name>_seed<seed>.js`` (atomically)."""
+    return write_text_atomic(Path(static_dir) / data_file(name, seed), dataset_script(pack_dataset(name, tables, seed)))
 
 
 # --- the page -------------------------------------------------------------------------------
 
-def explorer(datasets: Sequence[str]) -> HTML:
-    """The explorer for the datasets whose files `write_dataset` wrote; the first is shown first."""
-    if not datasets:
-        raise ExplorerDataError("the explorer needs at least one dataset")
-    config = {"datasets": list(datasets), "files": {d: f"_static/{data_file(d)}" for d in datasets},
-              "colormap": COLORMAP, "alpha": ALPHA, "tokenColours": TOKEN_COLOURS, "tolerance": TOLERANCE}
+def explorer(datasets: Sequence[str], seeds: Sequence[int] = (1,)) -> HTML:
+    """The explorer for the datasets and seeds whose files `write_dataset` wrote; the first
+    dataset's first seed is shown first."""
+    if not datasets or not seeds:
+        raise ExplorerDataError(f"the explorer needs at least one dataset and one seed, got {list(datasets)} and {list(seeds)}")
+    seeds = [int(s) for s in seeds]
+    config = {"datasets": list(datasets), "seeds": {d: seeds for d in datasets},
+              "files": {data_key(d, s): f"_static/{data_file(d, s)}" for d in datasets for s in seeds},
+              "panels": list(PANELS), "textModels": list(TEXT_MODELS), "colormap": COLORMAP, "diverging": DIVERGING,
+              "opacity": OPACITY, "nearAll": NEAR_ALL, "tokenColours": TOKEN_COLOURS, "tolerance": TOLERANCE}
     div_id = f"attention-explorer-{uuid.uuid4().hex}"
     config_json = json.dumps(config).replace("<", "\\u003c")
     return HTML(f'<div id="{div_id}" class="book-chart attention-explorer" data-book-chart="attention_explorer">'
@@ -208,11 +223,11 @@ def dataset_bytes(n_images: int, blocks: int = 12, heads: int = 12, grid: int = 
     return len(dataset_script(pack_dataset("ViT-B/16", tables)).encode())
 
 
-def weight_table(static_dir: str | Path, datasets: Sequence[str], n_images: int) -> pd.DataFrame:
-    """Bytes of each dataset file as written, then a last row for a ViT-B/16 dataset file of as many
-    images, by calculation (12 blocks × 12 heads, 14×14 patches, 224 px; text 12 blocks × 8 heads,
-    20 tokens)."""
-    rows = [{"data file": d, "kB": round((Path(static_dir) / data_file(d)).stat().st_size / 1e3, 1)}
-            for d in datasets]
+def weight_table(static_dir: str | Path, datasets: Sequence[str], seeds: Sequence[int], n_images: int) -> pd.DataFrame:
+    """Bytes of each data file as written (one per dataset and seed; the page loads one at a time),
+    then a last row for a ViT-B/16 data file of as many images, by calculation (12 blocks × 12 heads,
+    14×14 patches, 224 px; text 12 blocks × 8 heads, 20 tokens)."""
+    rows = [{"data file": f"{d}, seed {s}", "kB": round((Path(static_dir) / data_file(d, s)).stat().st_size / 1e3, 1)}
+            for d in datasets for s in seeds]
     rows.append({"data file": f"ViT-B/16, {n_images} images (calculated)", "kB": round(dataset_bytes(n_images) / 1e3, 1)})
     return pd.DataFrame(rows)

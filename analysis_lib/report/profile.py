@@ -29,6 +29,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from . import markup
 from ..files import write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -69,14 +70,16 @@ class BookProfile:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
 
     def summary(self) -> str:
-        """One paragraph (MyST markdown) for the first page."""
+        """One paragraph (MyST markdown) for the first page; every field is escaped (``markup``),
+        so a file name or setting reaches the page as text, never as markup."""
         data = "**generated data**" if self.data == "generated" else "the real datasets"
         seeds = ", ".join(map(str, self.seeds))
-        commit = f", code at commit `{self.commit}`" if self.commit else ""
-        text = (f"This book was built from the **{self.profile}** profile (`{self.experiment_file}`). "
-                f"Its numbers come from `{self.model}` (weights: `{self.pretrained}`), "
-                f"{self.model_description}, on {data}: {', '.join(self.datasets)}; seeds {seeds}; "
-                f"computed on {self.device}, finished {self.created}{commit}.")
+        commit = f", code at commit {markup.code(self.commit)}" if self.commit else ""
+        text = (f"This book was built from the **{markup.text(self.profile)}** profile "
+                f"({markup.code(self.experiment_file)}). Its numbers come from {markup.code(self.model)} "
+                f"(weights: {markup.code(self.pretrained)}), {markup.text(self.model_description)}, on {data}: "
+                f"{markup.text(', '.join(self.datasets))}; seeds {seeds}; computed on {markup.text(self.device)}, "
+                f"finished {markup.text(self.created)}{commit}.")
         if self.data == "generated":
             text += " They show the method and the pipeline at work; they are not the paper's numbers."
         return text
@@ -111,8 +114,9 @@ def read_profile(path: str | os.PathLike) -> BookProfile:
 
 
 def substitutions(profile: BookProfile) -> dict[str, str]:
-    """MyST substitutions: ``{{ profile_summary }}`` plus one per field (``{{ profile_model }}``)."""
-    subs = {f"profile_{k}": ", ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    """MyST substitutions: ``{{ profile_summary }}`` plus one per field (``{{ profile_model }}``),
+    each escaped (``markup.text``): MyST parses a substitution's value as page source."""
+    subs = {f"profile_{k}": markup.text(", ".join(map(str, v)) if isinstance(v, tuple) else v)
             for k, v in asdict(profile).items()}
     subs["profile_summary"] = profile.summary()
     return subs

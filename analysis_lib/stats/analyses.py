@@ -22,8 +22,9 @@ from .rollout import attention_rollout, rollout_row
 from ..study.run_folder import LoadedRun, load_run
 from ..model.prompted import TOKEN_TYPES
 from .attention_stats import (WITH_PROMPT, WITHOUT_PROMPT, AttentionStatistics, DecompositionStatistics,
-                              GridLayout, TextLayout, block0_deviation, cls_foreground_share,
-                              prompt_background_similarity)
+                              GridLayout, TextLayout, block0_deviation, cls_foreground_enrichment,
+                              cls_foreground_of_patches, cls_foreground_share, prompt_background_gap,
+                              prompt_background_similarity, relative_attention_change)
 
 def open_run(runs_root: str, dataset: str, variant_name: str, seed: int, data_root: str | None = None,
              device: str = "auto") -> LoadedRun:
@@ -175,10 +176,12 @@ def fixed_by_prompting(zeroshot: PromptedCLIP, prompted: PromptedCLIP, loader) -
     return torch.nonzero((zs != labels) & (pr == labels)).flatten()
 
 
-def token_contributions(model: PromptedCLIP, dataset, indices: torch.Tensor) -> dict[str, pd.DataFrame]:
+def token_contributions(model: PromptedCLIP, dataset, indices: torch.Tensor,
+                        control: PromptedCLIP | None = None) -> dict[str, pd.DataFrame]:
     """Relevance (primary) and attention rollout (cross-check) of every token, for zero-shot and the
-    prompted model, averaged over the samples ``indices`` of ``dataset`` (the figures use
-    ``fixed_by_prompting``: those zero-shot gets wrong and the prompted model gets right)."""
+    prompted model (and its ``control``, labelled so, if given), averaged over the samples ``indices``
+    of ``dataset`` (the figures use ``fixed_by_prompting``: those zero-shot gets wrong and the
+    prompted model gets right)."""
     if len(indices) == 0:
         raise ValueError("no samples to explain: zero-shot and the prompted model agree on every test image")
     zs = zeroshot_twin(model)
@@ -187,7 +190,8 @@ def token_contributions(model: PromptedCLIP, dataset, indices: torch.Tensor) -> 
     images = torch.stack([dataset[i][0] for i in chosen]).to(device)
     labels = torch.tensor([dataset[i][1] for i in chosen], device=device)
     tables = {"vision": [], "text": [], "text_by_type": [], "per_image": []}
-    for label, m in ((CLIP, zs), (PROMPTED, model)):
+    models = {CLIP: zs, PROMPTED: model} | ({"control": control} if control is not None else {})
+    for label, m in models.items():
         vision, text = token_relevance(m, images, labels)
         roll_v, roll_t = _rollout_rows(m, images, labels)
         vision, text, roll_v, roll_t = (x.cpu() for x in (vision, text, roll_v, roll_t))
@@ -247,17 +251,21 @@ def patch_foreground(mask_file, image_size: int, grid: int, foreground_values=(1
                            Image.NEAREST)
         left, top = (mask.width - image_size) // 2, (mask.height - image_size) // 2
         pixels = np.asarray(mask.crop((left, top, left + image_size, top + image_size)))
-    fg = torch.from_numpy(np.isin(pixels, foreground_values).astype(np.float32))
-    patch = image_size // grid
-    return fg.reshape(grid, patch, grid, patch).mean((1, 3)).flatten() > 0.5
+    return majority_patches(torch.from_numpy(np.isin(pixels, foreground_values).astype(np.float32)), grid)
+
+
+def majority_patches(foreground: torch.Tensor, grid: int) -> torch.Tensor:
+    """[G²] bool: the patches of a [S, S] 0/1 pixel mask whose pixels are mostly foreground."""
+    patch = foreground.shape[0] // grid
+    return foreground.reshape(grid, patch, grid, patch).mean((1, 3)).flatten() > 0.5
 
 
 def masked_batches(run: LoadedRun, grid: int, limit: int | None):
-    """The first ``limit`` base test images in batches, each with its patches' foreground flags [B, G²]."""
+    """The base test images of the sample (``LoadedRun.sample``) in batches, each with its
+    patches' foreground flags [B, G²]."""
     spec = data.get_spec(run.settings.dataset)
-    items = run.splits["base"].test[:limit]
-    masks = [data.mask_path(spec, run.settings.data_root, item) for item in items]
-    if not items or masks[0] is None:
+    masks = [data.mask_path(spec, run.settings.data_root, item) for item in run.sample("base", limit)]
+    if not masks or masks[0] is None:
         raise ValueError(f"{run.settings.dataset} has no foreground masks; use OxfordPets or a demo dataset")
     start = 0
     for images, _ in run.test_loader("base", limit):
@@ -267,7 +275,38 @@ def masked_batches(run: LoadedRun, grid: int, limit: int | None):
 
 
 @torch.no_grad()
-def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int | None) -> pd.DataFrame:
+def vision_blocks(run: LoadedRun, models: dict[str, PromptedCLIP], limit: int | None, point: str,
+                  masked: bool = False):
+    """Per batch of the base sample: the index of its first image, the foreground flags (None
+    unless ``masked``) and each model's hook ``point`` of every vision block stacked, [L, B, ...]."""
+    grid = next(iter(models.values())).token_layout("vision").grid
+    batches = (masked_batches(run, grid, limit) if masked
+               else ((x, None) for x, _ in run.test_loader("base", limit)))
+    first = 0
+    for images, fg in batches:
+        stacked = {}
+        for key, m in models.items():
+            with m.capture(f"vision.blocks.*.{point}") as cache:
+                m.encode_image(images)
+            stacked[key] = cache.stack("vision", point)
+        yield first, fg, stacked
+        first += len(images)
+
+
+def _per_image(first: int, model: str, block: int, **columns: torch.Tensor) -> pd.DataFrame:
+    """Rows (model, image, block[, head], columns...) of per-image [B] or per-image-and-head [B, H]
+    values, images numbered from ``first``."""
+    shape = next(iter(columns.values())).shape
+    B, H = shape[0], shape[1] if len(shape) == 2 else None
+    image = np.arange(first, first + B)
+    frame = {"model": model, "image": np.repeat(image, H) if H else image, "block": block}
+    if H:
+        frame["head"] = np.tile(np.arange(H), B)
+    return pd.DataFrame(frame | {name: v.flatten().cpu().numpy() for name, v in columns.items()})
+
+
+@torch.no_grad()
+def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int | None = 64) -> pd.DataFrame:
     """Per block and head: mean cosine similarity of the vision prompts' keys and values to the
     foreground patches' and to the background patches'."""
     layout = GridLayout.from_token_layout(model.token_layout("vision"))
@@ -290,25 +329,54 @@ def background_similarity(run: LoadedRun, model: PromptedCLIP, limit: int | None
 
 
 # ------------------------------------------------------------------ 6. [CLS] on the foreground
-@torch.no_grad()
-def foreground_share(run: LoadedRun, model: PromptedCLIP, limit: int | None) -> pd.DataFrame:
-    """Claim C2, per image, block and head: the share of the [CLS] query's attention on foreground
-    patches (``cls_foreground_share``) for the readings CLIP, W/O and W."""
-    models = {CLIP: zeroshot_twin(model), PROMPTED: model}
+def with_clip(models: dict[str, PromptedCLIP]) -> dict[str, PromptedCLIP]:
+    """``models`` (e.g. prompted and control) with zero-shot CLIP on the same backbone first."""
+    return {CLIP: zeroshot_twin(next(iter(models.values())))} | models
+
+
+def foreground_share(run: LoadedRun, models: dict[str, PromptedCLIP], limit: int | None = 64) -> pd.DataFrame:
+    """Claim C2, per model (CLIP and ``models``), image, block and head: the [CLS] query's
+    foreground share of its patch attention (``share``: the same W/O and W), that share
+    over the image's foreground fraction (``enrichment``) and, as a second view, the foreground
+    share of the whole row, prompts included (``share_of_row``, the W reading)."""
+    models = with_clip(models)
     layouts = {k: GridLayout.from_token_layout(m.token_layout("vision")) for k, m in models.items()}
-    tables, first = [], 0
-    for images, fg in masked_batches(run, layouts[CLIP].grid, limit):
-        caches = {}
-        for key, m in models.items():
-            with m.capture("vision.blocks.*.attn.pattern") as caches[key]:
-                m.encode_image(images)
-        for name, (key, reading) in READINGS.items():
-            patterns = caches[key].stack("vision", "attn.pattern")           # [L, B, H, N, N]
-            for block, pattern in enumerate(patterns):
-                share = cls_foreground_share(pattern, layouts[key], fg, reading)  # [B, H]
-                B, H = share.shape
-                tables.append(pd.DataFrame({"reading": name, "image": np.repeat(np.arange(first, first + B), H),
-                                            "block": block, "head": np.tile(np.arange(H), B),
-                                            "share": share.flatten().cpu().numpy()}))
-        first += len(images)
+    tables = []
+    for first, fg, patterns in vision_blocks(run, models, limit, "attn.pattern", masked=True):
+        for key, blocks in patterns.items():
+            for block, pattern in enumerate(blocks):                          # [B, H, N, N]
+                tables.append(_per_image(
+                    first, key, block, share=cls_foreground_of_patches(pattern, layouts[key], fg),
+                    enrichment=cls_foreground_enrichment(pattern, layouts[key], fg),
+                    share_of_row=cls_foreground_share(pattern, layouts[key], fg, WITH_PROMPT)))
+    return pd.concat(tables, ignore_index=True)
+
+
+def relative_attention(run: LoadedRun, models: dict[str, PromptedCLIP], limit: int | None = 64) -> pd.DataFrame:
+    """Claim C1, per model, image and block: ``relative_attention_change`` of its vision attention
+    against zero-shot CLIP's on the same images."""
+    models = with_clip(models)
+    tables = []
+    for first, _, patterns in vision_blocks(run, models, limit, "attn.pattern"):
+        for key, blocks in patterns.items():
+            if key == CLIP:
+                continue
+            layout = GridLayout.from_token_layout(models[key].token_layout("vision"))
+            for block, (pattern, clip) in enumerate(zip(blocks, patterns[CLIP])):
+                tables.append(_per_image(first, key, block,
+                                         tv=relative_attention_change(pattern, layout, clip)))
+    return pd.concat(tables, ignore_index=True)
+
+
+def background_keys(run: LoadedRun, models: dict[str, PromptedCLIP], limit: int | None = 64) -> pd.DataFrame:
+    """Claim C5, per model, image and block: ``prompt_background_gap`` of the vision prompts' keys,
+    centred (``centred_gap``) and raw cosine (``raw_gap``, the reading the centring corrects)."""
+    tables = []
+    for first, fg, keys in vision_blocks(run, models, limit, "attn.k", masked=True):
+        for key, blocks in keys.items():
+            layout = GridLayout.from_token_layout(models[key].token_layout("vision"))
+            for block, k in enumerate(blocks):                                # [B, H, N, d]
+                tables.append(_per_image(first, key, block,
+                                         centred_gap=prompt_background_gap(k, layout, fg, centred=True),
+                                         raw_gap=prompt_background_gap(k, layout, fg, centred=False)))
     return pd.concat(tables, ignore_index=True)

@@ -201,9 +201,7 @@ def cls_foreground_share(pattern: torch.Tensor, layout: GridLayout, foreground: 
     the patch attention alone would not see the readings apart: renormalising a row rescales
     every patch alike, so Σ_fg / Σ_patches is the same in both (``cls_foreground_of_patches``).
     """
-    if foreground.shape != (pattern.shape[0], layout.grid ** 2):
-        raise LayoutError(f"foreground mask of shape {tuple(foreground.shape)}, expected "
-                          f"{(pattern.shape[0], layout.grid ** 2)} (one flag per patch per image)")
+    _check_foreground(foreground, pattern.shape[0], layout)
     row = read_rows(pattern[:, :, layout.cls_index, :], layout, reading)[..., layout.patches]  # [B, H, G²]
     return torch.einsum("bhq,bq->bh", row, foreground.to(row.device).float())
 
@@ -270,6 +268,28 @@ class BackgroundSimilarity(NamedTuple):
     n_background: int
 
 
+def _prompt_patch_cosine(features: torch.Tensor, layout: GridLayout, centred: bool = False) -> torch.Tensor:
+    """[B, H, P, G²] cosine similarity of each prompt's key (or value) to each patch's, per head;
+    ``centred``: both first minus the image's mean patch feature (per head), so that what every
+    token shares does not dominate the cosine."""
+    layout.check(features, 2)
+    if not layout.is_prompt.any():
+        raise LayoutError("the layout has no prompt tokens; this statistic needs a model with vision prompts")
+    features = features.float()
+    prompts = features[:, :, layout.is_prompt.to(features.device)]     # [B, H, P, d]
+    patches = features[:, :, layout.patches]                            # [B, H, G², d]
+    if centred:
+        centre = patches.mean(dim=2, keepdim=True)
+        prompts, patches = prompts - centre, patches - centre
+    return F.normalize(prompts, dim=-1) @ F.normalize(patches, dim=-1).transpose(-1, -2)
+
+
+def _check_foreground(foreground: torch.Tensor, batch: int, layout: GridLayout) -> None:
+    if foreground.shape != (batch, layout.grid ** 2):
+        raise LayoutError(f"foreground mask of shape {tuple(foreground.shape)}, expected "
+                          f"{(batch, layout.grid ** 2)} (one flag per patch per image)")
+
+
 def prompt_background_similarity(features: torch.Tensor, layout: GridLayout,
                                  foreground: torch.Tensor) -> BackgroundSimilarity:
     """Do vision prompts look like background? (ours) Cosine similarity, per head, of each prompt's
@@ -279,20 +299,47 @@ def prompt_background_similarity(features: torch.Tensor, layout: GridLayout,
     ``features`` [B, H, N, d] (one block's ``attn.k`` or ``attn.v``); ``foreground`` [B, G²] bool.
     A kind of patch absent from the whole batch gives NaN.
     """
-    layout.check(features, 2)
-    if not layout.is_prompt.any():
-        raise LayoutError("the layout has no prompt tokens; this statistic needs a model with vision prompts")
-    if foreground.shape != (features.shape[0], layout.grid ** 2):
-        raise LayoutError(f"foreground mask of shape {tuple(foreground.shape)}, expected "
-                          f"{(features.shape[0], layout.grid ** 2)} (one flag per patch per image)")
-    unit = F.normalize(features.float(), dim=-1)
-    prompts = unit[:, :, layout.is_prompt.to(unit.device)]              # [B, H, P, d]
-    patches = unit[:, :, layout.patches]                                # [B, H, G², d]
-    cosine = prompts @ patches.transpose(-1, -2)                        # [B, H, P, G²]
-    fg = foreground.to(unit.device).float()                             # [B, G²]
+    cosine = _prompt_patch_cosine(features, layout)                     # [B, H, P, G²]
+    _check_foreground(foreground, features.shape[0], layout)
+    fg = foreground.to(cosine.device).float()                           # [B, G²]
     n_fg, n_bg = int(fg.sum()), int((1 - fg).sum())
     return BackgroundSimilarity(torch.einsum("bhpq,bq->hp", cosine, fg) / n_fg,
                                 torch.einsum("bhpq,bq->hp", cosine, 1 - fg) / n_bg, n_fg, n_bg)
+
+
+def prompt_background_gap(keys: torch.Tensor, layout: GridLayout, foreground: torch.Tensor,
+                          centred: bool = True) -> torch.Tensor:
+    """Claim C5, per image [B]: the mean cosine of the prompts' keys to the background patches' keys
+    minus that to the foreground patches', averaged over heads and prompts; centred by the image's
+    mean patch key (``_prompt_patch_cosine``). NaN for an image without foreground or background."""
+    cosine = _prompt_patch_cosine(keys, layout, centred)                # [B, H, P, G²]
+    _check_foreground(foreground, keys.shape[0], layout)
+    fg = foreground.to(cosine.device).float()
+    mean_fg = torch.einsum("bhpq,bq->bhp", cosine, fg) / fg.sum(-1)[:, None, None]
+    mean_bg = torch.einsum("bhpq,bq->bhp", cosine, 1 - fg) / (1 - fg).sum(-1)[:, None, None]
+    return (mean_bg - mean_fg).mean(dim=(1, 2))
+
+
+def cls_foreground_enrichment(pattern: torch.Tensor, layout: GridLayout, foreground: torch.Tensor) -> torch.Tensor:
+    """Claim C2, [B, H]: the foreground share of the [CLS] query's patch attention divided by the
+    image's foreground fraction of patches (1 = no preference; more diffuse attention alone does
+    not raise it). NaN for an image without foreground patches."""
+    fraction = foreground.float().mean(-1).to(pattern.device)           # [B]
+    return cls_foreground_of_patches(pattern, layout, foreground) / fraction[:, None]
+
+
+def relative_attention_change(prompted: torch.Tensor, layout: GridLayout, clip: torch.Tensor) -> torch.Tensor:
+    """Claim C1, per image [B]: the total-variation distance between each original query's W/O
+    Prompt row (prompt keys dropped, renormalised) and the CLIP row of the same query ([CLS] and
+    patches, same input), averaged over queries and heads. 0 in block 0 (the rescaling there is a
+    pure proportion); above 0 where the relative attention between original tokens changed."""
+    layout.check(prompted, -1)
+    keep = ~layout.is_prompt.to(prompted.device)
+    rows = renormalise_without(prompted.float(), layout.is_prompt)[:, :, keep][..., keep]   # [B, H, n, n]
+    if rows.shape != clip.shape:
+        raise LayoutError(f"prompted rows {tuple(rows.shape)} on the original tokens do not match the CLIP "
+                          f"pattern {tuple(clip.shape)}; pass both models' patterns of the same block and images")
+    return 0.5 * (rows - clip.float()).abs().sum(-1).mean(dim=(1, 2))
 
 
 # --------------------------------------------------------------------------- streaming reduction

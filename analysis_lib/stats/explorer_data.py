@@ -4,7 +4,7 @@ explorer show, computed once by the same functions.
 For a few test images (base and novel classes) and the prompted run beside its zero-shot twin
 on the same backbone (``analyses.zeroshot_twin``), per block and head:
 
-- the [CLS] query's attention over the patches in three panels (PAPER.md, "Statistics"):
+- the [CLS] query's (or, live, any patch's) attention over the patches in three panels (PAPER.md, "Statistics"):
   ``CLIP`` (zero-shot), ``W/O`` (the prompted model with its prompt keys dropped and each row
   renormalised over [CLS] + patches) and ``W`` (the prompted model as run);
 - the same three as attention rollout up to each block (heads averaged, ``rollout.py``);
@@ -75,14 +75,9 @@ def explorer_items(run: LoadedRun, n: int) -> list[tuple[Item, str]]:
     return chosen
 
 
-@torch.no_grad()
-def image_tables(run: LoadedRun, paths: list[str], classes: list[tuple[str, int]]
-                 ) -> dict[str, np.ndarray | pd.DataFrame]:
-    """`explorer_tables` for any image files: ``classes[i]`` = (group, label) names the class
-    prompt shown beside image ``i`` (label within the group's classes)."""
-    if len(paths) != len(classes) or not paths:
-        raise ValueError(f"give one (group, label) per image: {len(paths)} paths, {len(classes)} classes")
-    prompted = run.model("base")
+def model_inputs(run: LoadedRun, paths: list[str]) -> tuple[torch.Tensor, np.ndarray]:
+    """The image files as the run's model sees them [B, 3, S, S] and as pictures uint8 [B, S, S, 3]
+    (resized, centre-cropped, not normalised)."""
     size = run.backbone.image_size
     to_model = eval_transform(size, run.backbone.mean, run.backbone.std)
     to_picture = eval_transform(size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -92,12 +87,25 @@ def image_tables(run: LoadedRun, paths: list[str], classes: list[tuple[str, int]
             rgb = image.convert("RGB")
         inputs.append(to_model(rgb))
         pictures.append((to_picture(rgb).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    tables = vision_tables(prompted, zeroshot_twin(prompted), torch.stack(inputs))
+    return torch.stack(inputs), np.stack(pictures)
+
+
+@torch.no_grad()
+def image_tables(run: LoadedRun, paths: list[str], classes: list[tuple[str, int]], query: int = 0
+                 ) -> dict[str, np.ndarray | pd.DataFrame]:
+    """`explorer_tables` for any image files: ``classes[i]`` = (group, label) names the class
+    prompt shown beside image ``i`` (label within the group's classes); ``query``: 0 for the [CLS]
+    row, q ≥ 1 for the row of patch q - 1 (row-major) instead."""
+    if len(paths) != len(classes) or not paths:
+        raise ValueError(f"give one (group, label) per image: {len(paths)} paths, {len(classes)} classes")
+    prompted = run.model("base")
+    inputs, pictures = model_inputs(run, paths)
+    tables = vision_tables(prompted, zeroshot_twin(prompted), inputs, query)
     names = [prompt_classnames(run.splits[group].classnames)[label] for group, label in classes]  # as the models name them
     tables["images"] = pd.DataFrame({"image": [f"{i}: {n}" for i, n in enumerate(names)], "path": list(paths),
                                      "classname": names, "group": [g for g, _ in classes],
                                      "label": [label for _, label in classes]})
-    tables["pictures"] = np.stack(pictures)
+    tables["pictures"] = pictures
     text = []
     for group in GROUPS:
         labels = sorted({label for g, label in classes if g == group})
@@ -109,8 +117,10 @@ def image_tables(run: LoadedRun, paths: list[str], classes: list[tuple[str, int]
     return tables
 
 
-def vision_tables(prompted: PromptedCLIP, zeroshot: PromptedCLIP, images: torch.Tensor) -> dict[str, np.ndarray]:
-    """The [CLS] rows of both models on ``images`` [B, 3, S, S] (see `explorer_tables`)."""
+def vision_tables(prompted: PromptedCLIP, zeroshot: PromptedCLIP, images: torch.Tensor, query: int = 0
+                  ) -> dict[str, np.ndarray]:
+    """The [CLS] rows (or patch ``query`` - 1's, see `image_tables`) of both models on ``images``
+    [B, 3, S, S] (see `explorer_tables`)."""
     names = ["vision.blocks.*.attn.pattern", "vision.blocks.*.attn.lam"]
     with zeroshot.capture(names[:1]) as zs_cache, prompted.capture(names) as cache:
         zeroshot.encode_image(images)
@@ -123,13 +133,16 @@ def vision_tables(prompted: PromptedCLIP, zeroshot: PromptedCLIP, images: torch.
     wo = [renormalise_without(p, prompt_keys) for p in w]
     rows = {"CLIP": zs, "W/O": wo, "W": w}
     patches = layout.patches
-    cls = np.stack([torch.stack([p[:, :, 0, patches] for p in rows[m]], 1).cpu().numpy() for m in PANELS])
-    rollout = np.stack([torch.stack([rollout_row(attention_rollout(rows[m][: b + 1]), 0)[:, patches]
+    if not 0 <= query <= layout.grid ** 2:
+        raise ValueError(f"query {query} is neither [CLS] (0) nor one of the {layout.grid ** 2} patches (1 to {layout.grid ** 2})")
+    q = layout.cls_index if query == 0 else layout.first_patch + query - 1   # the same position in both models
+    cls = np.stack([torch.stack([p[:, :, q, patches] for p in rows[m]], 1).cpu().numpy() for m in PANELS])
+    rollout = np.stack([torch.stack([rollout_row(attention_rollout(rows[m][: b + 1]), q)[:, patches]
                                      for b in range(n_blocks)], 1).cpu().numpy() for m in PANELS])
     original = ~prompt_keys
     lam = torch.stack([cache[f"vision.blocks.{b}.attn.lam"].float()[..., original].mean(-1)
                        for b in range(n_blocks)], 1)                                    # [B, L, H]
-    share = torch.stack([p[:, :, 0, prompt_keys].sum(-1) for p in w], 1)                # [B, L, H]
+    share = torch.stack([p[:, :, q, prompt_keys].sum(-1) for p in w], 1)                # [B, L, H]
     return {"cls_attention": cls.astype(np.float32), "cls_rollout": rollout.astype(np.float32),
             "prompt_share": share.cpu().numpy().astype(np.float32), "lam": lam.cpu().numpy().astype(np.float32)}
 

@@ -5,7 +5,11 @@ Each table is a function of a finished run (``PerRunTable``, in the registry ``T
 applies to some variant kinds (ivlp everywhere; text and vision prompts where a statistic compares
 them) and, for some, only to datasets with foreground masks. A table is written atomically to
 ``<run folder>/analyses/<name>.csv``; then ``analyses/manifest.json`` records it under its key (the
-run's config hash, ``ANALYSIS_VERSION`` and the number of images). A table whose key matches is
+run's config hash, ``ANALYSIS_VERSION`` and the number of images), and ``sample`` lists the
+images every per-image table looked at (``LoadedRun.sample``: stratified by class, the same for
+every seed and variant of a dataset). A learned effect is measured against a control: the tables
+that compare models hold the trained model ("prompted") and the same variant at its seed's initial
+parameters, untrained ("control", ``LoadedRun.control``). A table whose key matches is
 complete and skipped, so a killed task loses only the table it was computing, and a re-run sweep
 (new config hash) or a changed definition (new version) makes the tables stale. The claims table
 and the chapters read these tables (``load_table``); they never recompute them.
@@ -33,6 +37,8 @@ from ..study.execution import dask_client, first_line, output_lock
 from ..study.run_record import METRICS_FILE, is_complete, run_folder
 from . import analyses
 from .causal import ablation_accuracy
+from .known_truth import known_truth_table
+from ..demo.world import DATASETS as DEMO_WORLD
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +53,18 @@ EXPLAINED_IMAGES = 16      # relevance needs a backward pass per image: explain 
 @dataclass(frozen=True)
 class PerRunTable:
     """One analysis table of a finished run: ``compute(run, n_images)``, for the runs whose variant
-    kind is in ``kinds`` (and, with ``needs_masks``, whose dataset has foreground masks)."""
+    kind is in ``kinds`` (and, with ``needs_masks``, whose dataset has foreground masks; with
+    ``datasets``, whose dataset is one of them)."""
 
     name: str
     compute: Callable[[LoadedRun, int], pd.DataFrame]
     kinds: frozenset[str] = frozenset({"ivlp"})
     needs_masks: bool = False
+    datasets: frozenset[str] | None = None
 
     def applies(self, kind: str, dataset: str) -> bool:
-        return kind in self.kinds and (not self.needs_masks or data.get_spec(dataset).mask_dir is not None)
+        return (kind in self.kinds and (not self.needs_masks or data.get_spec(dataset).mask_dir is not None)
+                and (self.datasets is None or dataset in self.datasets))
 
 
 def _decomposition(run: LoadedRun, n: int) -> pd.DataFrame:
@@ -63,25 +72,30 @@ def _decomposition(run: LoadedRun, n: int) -> pd.DataFrame:
 
 
 def _block0(run: LoadedRun, n: int) -> pd.DataFrame:
-    images, _ = analyses.first_images(run.test_loader("base"), min(n, BLOCK0_IMAGES))
+    images, _ = analyses.first_images(run.test_loader("base", n), min(n, BLOCK0_IMAGES))
     errors = analyses.block0_proportionality(run.model("base"), images)
     return pd.DataFrame({"tower": list(errors), "deviation": list(errors.values())})
 
 
+def trained_and_control(run: LoadedRun) -> dict:
+    """The run's trained model and its control, for the base classes."""
+    return {"prompted": run.model("base"), "control": run.control("base")}
+
+
 def _attention(run: LoadedRun, n: int) -> pd.DataFrame:
-    model = run.model("base")
-    return analyses.attention_statistics({analyses.CLIP: analyses.zeroshot_twin(model), analyses.PROMPTED: model},
-                                         run.test_loader("base", n))
+    return analyses.attention_statistics(analyses.with_clip(trained_and_control(run)), run.test_loader("base", n))
 
 
 def _contributions(run: LoadedRun, n: int) -> pd.DataFrame:
-    """Text contributions per token type and the vision ones per token kind, long format."""
-    model = run.model("base")
+    """Text contributions per token type and the vision ones per token kind, long format, for
+    zero-shot, the trained model and its control on the images prompting fixed."""
+    models = trained_and_control(run)
     loader = run.test_loader("base", n)
-    chosen = analyses.fixed_by_prompting(analyses.zeroshot_twin(model), model, loader)
+    chosen = analyses.fixed_by_prompting(analyses.zeroshot_twin(models["prompted"]), models["prompted"], loader)
     if not len(chosen):
         return pd.DataFrame(columns=["tower", "model", "method", "token_type", "contribution", "n_explained"])
-    result = analyses.token_contributions(model, loader.dataset, chosen[:EXPLAINED_IMAGES])
+    result = analyses.token_contributions(models["prompted"], loader.dataset, chosen[:EXPLAINED_IMAGES],
+                                          control=models["control"])
     vision = result["vision"].groupby(["model", "method", "kind"], as_index=False).contribution.sum()
     return pd.concat([result["text_by_type"].assign(tower="text"),
                       vision.rename(columns={"kind": "token_type"}).assign(tower="vision")],
@@ -101,12 +115,18 @@ for _table in (
     PerRunTable("decomposition", _decomposition),
     PerRunTable("block0", _block0),
     PerRunTable("attention", _attention, PROMPTED),
-    PerRunTable("foreground_share", lambda run, n: analyses.foreground_share(run, run.model("base"), n),
+    PerRunTable("relative_attention", lambda run, n: analyses.relative_attention(run, trained_and_control(run), n)),
+    PerRunTable("foreground_share", lambda run, n: analyses.foreground_share(run, trained_and_control(run), n),
                 needs_masks=True),
     PerRunTable("background_similarity", lambda run, n: analyses.background_similarity(run, run.model("base"), n),
                 needs_masks=True),
-    PerRunTable("causal_ablation", lambda run, n: ablation_accuracy(run, n)),
+    PerRunTable("background_keys", lambda run, n: analyses.background_keys(run, trained_and_control(run), n),
+                needs_masks=True),
+    PerRunTable("causal_ablation", lambda run, n: ablation_accuracy(run)),  # the whole test sets
     PerRunTable("contributions", _contributions),
+    # The known-truth test (C7): only the demo world knows each dataset's shift.
+    PerRunTable("known_truth", known_truth_table, frozenset({"zeroshot", "ivlp", "vision", "bias"}),
+                datasets=frozenset(DEMO_WORLD)),
 ):
     register(_table)
 
@@ -129,6 +149,17 @@ def missing_tables(folder: Path, config_hash: str, names: list[str], n_images: i
     return [name for name in names if done.get(name) != key or not (folder / TABLES_DIR / f"{name}.csv").is_file()]
 
 
+def sample_listing(run: LoadedRun, n_images: int) -> dict[str, list[str]]:
+    """What the per-image tables looked at (the manifest's record): the sampled base test images,
+    by path relative to the data root where they lie under it."""
+    root = Path(run.settings.data_root).resolve()
+
+    def relative(path: str) -> str:
+        p = Path(path).resolve()
+        return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+    return {"base": [relative(item.path) for item in run.sample("base", n_images)]}
+
+
 def analyse_run(folder: str | Path, config_hash: str, names: list[str], n_images: int,
                 data_root: str | None = None, threads: int | None = None) -> dict:
     """Compute the missing tables of one finished run (on a Dask worker or in this process);
@@ -140,10 +171,11 @@ def analyse_run(folder: str | Path, config_hash: str, names: list[str], n_images
     todo = missing_tables(folder, config_hash, names, n_images)
     if todo:
         run = load_run(folder, data_root=data_root)
+        sample = {"sample": sample_listing(run, n_images)}
         for name in todo:
             table = TABLES[name].compute(run, n_images)
             write_text_atomic(folder / TABLES_DIR / f"{name}.csv", table.to_csv(index=False))
-            manifest = _manifest(folder) | {name: table_key(config_hash, n_images)}
+            manifest = _manifest(folder) | sample | {name: table_key(config_hash, n_images)}
             write_text_atomic(folder / TABLES_DIR / MANIFEST, json.dumps(manifest, indent=2))
     return {"computed": todo, "seconds": time.perf_counter() - start}
 
@@ -171,7 +203,7 @@ def stage_plan(experiment: Experiment) -> list[tuple[Run, Path, list[str]]]:
         folder = run_folder(experiment.output_root, run)
         names = [name for name, table in TABLES.items()
                  if table.applies(variant_kind(experiment, run.variant_name), run.dataset)]
-        if names and is_complete(folder, run.config_hash):
+        if names and is_complete(folder, run.config_hash, run.split_sha256):
             plan.append((run, folder, names))
     return plan
 
@@ -241,7 +273,7 @@ def run_metrics(experiment: Experiment) -> pd.DataFrame:
     rows = []
     for run in experiment.runs():
         folder = run_folder(experiment.output_root, run)
-        if is_complete(folder, run.config_hash):
+        if is_complete(folder, run.config_hash, run.split_sha256):
             m = json.loads((folder / METRICS_FILE).read_text())
             rows.append({"dataset": run.dataset, "variant_name": run.variant_name,
                          "variant": variant_kind(experiment, run.variant_name), "seed": run.seed,

@@ -43,6 +43,14 @@ class ThisInterpreterKernelManager(AsyncKernelManager):
         spec = get_kernel_dict(extra_arguments=["--IPKernelApp.log_level=ERROR"])
         return KernelSpec(resource_dir=RESOURCES, name=KERNEL_NAME, **spec)
 
+    async def _async_interrupt_kernel(self) -> None:
+        """No interrupt on the way to a shutdown: jupyter_client sends one before every shutdown
+        request, and a kernel busy with any message then logs "KeyboardInterrupt caught in kernel."
+        on the sweep's stderr. A kernel still running code is stopped by the shutdown itself (a
+        terminate, then a kill, after ``shutdown_wait_time``)."""
+        if not self.shutting_down:
+            await super()._async_interrupt_kernel()
+
 
 def run_notebook(template: str | Path, executed: str | Path, parameters: dict, cwd: str | Path,
                  reuse_kernel: bool = False) -> None:
@@ -135,13 +143,25 @@ def visible_gpus() -> list[str]:
 
 
 class SweepBusyError(RuntimeError):
-    """Another sweep is writing into the same output folder."""
+    """Another command (a sweep, or the analyses) is writing into the same output folder."""
+
+
+_HELD_LOCKS: dict[Path, int] = {}  # folders this process holds, and how deeply (output_lock nests)
 
 
 @contextmanager
-def output_lock(output_root: Path):
+def output_lock(output_root: Path, command: str = "sweep"):
     """Hold ``<output_root>/.sweep.lock`` (an flock, released even if this process is killed), so
-    that two sweeps never execute and publish the same runs at once."""
+    that two commands (``command`` names this one for the other's error) never execute and
+    publish into the same folder at once. A process that holds it may take it again."""
+    output_root = Path(output_root).absolute()
+    if _HELD_LOCKS.get(output_root):
+        _HELD_LOCKS[output_root] += 1
+        try:
+            yield
+        finally:
+            _HELD_LOCKS[output_root] -= 1
+        return
     output_root.mkdir(parents=True, exist_ok=True)
     path = output_root / ".sweep.lock"
     with open(path, "a+") as lock:
@@ -150,12 +170,16 @@ def output_lock(output_root: Path):
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
-            raise SweepBusyError(f"another sweep ({holder}) is writing into {output_root}; wait for it to "
-                                 "finish, or give this experiment another output_root") from None
+            raise SweepBusyError(f"{holder} is writing into {output_root}; wait for it to finish, or give "
+                                 f"this {command} another output folder") from None
         lock.truncate(0)
-        lock.write(f"pid {os.getpid()}")
+        lock.write(f"{command} (pid {os.getpid()})")
         lock.flush()
-        yield
+        _HELD_LOCKS[output_root] = 1
+        try:
+            yield
+        finally:
+            del _HELD_LOCKS[output_root]
 
 
 @contextmanager

@@ -50,6 +50,7 @@ class Run:
     seed: int
     params: dict  # the notebook's parameters, except output_dir (the sweep sets it)
     config_hash: str
+    split_sha256: str | None = None  # the dataset's split lists (data.split_sha256); None: data not here
 
     @property
     def seed_free_hash(self) -> str | None:
@@ -65,11 +66,13 @@ class Run:
 class AnalysisConfig:
     """The analyses: ``variant_name`` is the analysed variant, the runs every chapter and the
     attention explorer show (``seed``: the explorer's run of each dataset); ``n_images`` test
-    images per run for every per-run table (``stats/per_run.py``)."""
+    images per run for every per-run table (``stats/per_run.py``); ``low_information`` names the
+    dataset with little category information (claim C6e)."""
 
     variant_name: str
     seed: int
     n_images: int = 64
+    low_information: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,12 +92,18 @@ class Experiment:
     reuse_kernels: bool = False  # one kernel per sweep worker, cleared between runs (sweep.py)
     cache_dir: str | None = None  # few-shot subsets (default: <output_root>/split_fewshot)
 
+    @property
+    def low_information(self) -> str | None:
+        """The dataset with little category information (claim C6e), if the file names one."""
+        return self.analysis.low_information if self.analysis else None
+
     def runs(self) -> list[Run]:
         """Every (dataset, variant, seed), datasets outermost, in the file's order."""
-        return [self._run(dataset, name, seed) for dataset in self.datasets
+        splits = {dataset: _split_sha256(dataset, self.data_root) for dataset in self.datasets}
+        return [self._run(dataset, name, seed, splits[dataset]) for dataset in self.datasets
                 for name in self.variants for seed in self.seeds]
 
-    def _run(self, dataset: str, variant_name: str, seed: int) -> Run:
+    def _run(self, dataset: str, variant_name: str, seed: int, split: str | None) -> Run:
         spec = dict(self.variants[variant_name])
         kind = spec.pop("variant")
         overrides = {key: spec.pop(key) for key in list(spec) if key in TrainConfig.keys()}
@@ -105,7 +114,19 @@ class Experiment:
                   "device": self.device, **train.to_parameters()}
         return Run(run_id=f"{dataset}/{variant_name}/seed{seed}", dataset=dataset,
                    variant_name=variant_name, seed=seed, params=params,
-                   config_hash=config_hash(params))
+                   config_hash=config_hash(params), split_sha256=split)
+
+
+def _split_sha256(dataset: str, data_root: str) -> str | None:
+    """The dataset's split lists' fingerprint where its data are here (``data.split_sha256``);
+    None without the data, or for a dataset the registry does not know."""
+    from ..data import UnknownDatasetError, split_sha256
+    if not Path(data_root).expanduser().is_dir():
+        return None
+    try:
+        return split_sha256(dataset, data_root)
+    except UnknownDatasetError:
+        return None
 
 
 def hashed_config(params: Mapping) -> dict:
@@ -121,13 +142,13 @@ def config_hash(params: Mapping) -> str:
 
 def check_runnable(experiment: Experiment, require_weights: bool = True) -> str | None:
     """What would stop every run after its kernel started, checked before any starts: the model
-    name, the checkpoint file or tag (and that its weights are cached or can be downloaded), the
+    name, the checkpoint file or tag (that its weights are cached, whole, or can be downloaded), the
     device, and each variant's depths against the model's blocks. One ExperimentError.
 
     With ``require_weights=False`` (a dry run, e.g. projecting the cost on a laptop without the
     weights) missing weights are returned as a message instead of raised."""
     import open_clip
-    from ..model.backbone import check_backbone, resolve_weights
+    from ..model.backbone import check_backbone, check_weights_file, resolve_weights
     try:
         check_device("device", experiment.device)
         check_backbone(experiment.model, experiment.pretrained)
@@ -143,11 +164,16 @@ def check_runnable(experiment: Experiment, require_weights: bool = True) -> str 
     except (ValueError, FileNotFoundError) as err:
         raise ExperimentError(f"{experiment.path}: {err}") from None
     try:
-        resolve_weights(experiment.model, experiment.pretrained, download=False)
+        cached = resolve_weights(experiment.model, experiment.pretrained, download=False)
     except (ValueError, FileNotFoundError) as err:
         if require_weights:
             raise ExperimentError(f"{experiment.path}: {err}") from None
         return f"{experiment.path}: {err}"
+    try:
+        if cached:  # the checkpoint given, or a tag's file in the download cache: damaged is an error
+            check_weights_file(cached)
+    except ValueError as err:
+        raise ExperimentError(f"{experiment.path}: {err}") from None
     return None
 
 
@@ -217,11 +243,11 @@ def _parse(path: Path, raw, known_datasets: Collection[str], data_root_override,
                       model=model, pretrained=pretrained, data_root=data_root,
                       output_root=output_root, cache_dir=cache_dir,
                       notebook=notebook, device=check_type("device", raw.get("device", "auto"), str),
-                      analysis=_analysis(raw.get("analysis"), variants, seeds),
+                      analysis=_analysis(raw.get("analysis"), datasets, variants, seeds),
                       reuse_kernels=check_type("reuse_kernels", raw.get("reuse_kernels", False), bool))
 
 
-def _analysis(value, variants, seeds) -> AnalysisConfig | None:
+def _analysis(value, datasets, variants, seeds) -> AnalysisConfig | None:
     """The optional ``analysis`` section; its variant and seed must be among the runs."""
     if value is None:
         return None
@@ -231,12 +257,15 @@ def _analysis(value, variants, seeds) -> AnalysisConfig | None:
     for key in value:
         if key not in keys:
             raise unknown_name_error("analysis", "key", key, keys)
-    hints = {"variant_name": str, "seed": int, "n_images": int}
-    defaults = {"seed": seeds[0], "n_images": AnalysisConfig.n_images,
+    hints = {"variant_name": str, "seed": int, "n_images": int, "low_information": str | None}
+    defaults = {"seed": seeds[0], "n_images": AnalysisConfig.n_images, "low_information": None,
                 "variant_name": "ivlp" if "ivlp" in variants else next(iter(variants))}
     config = AnalysisConfig(**{k: check_type(f"analysis.{k}", value.get(k, defaults[k]), hints[k]) for k in keys})
-    for key, allowed in (("variant_name", variants), ("seed", seeds)):
-        if getattr(config, key) not in allowed:
+    if config.n_images < 1:
+        raise ConfigError(f"analysis.n_images must be at least 1 (the test images per run that each analysis "
+                          f"table uses), got {config.n_images}")
+    for key, allowed in (("variant_name", variants), ("seed", seeds), ("low_information", datasets)):
+        if getattr(config, key) not in allowed and not (key == "low_information" and config.low_information is None):
             raise unknown_name_error(f"analysis.{key}", key, getattr(config, key), allowed)
     return config
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 import typing
@@ -96,9 +97,34 @@ def versions() -> dict:
             "open_clip": open_clip.__version__}
 
 
+# Settings that name files or folders: recorded as absolute paths (see recorded_settings).
+PATH_SETTINGS = ("pretrained", "data_root", "cache_dir")
+
+
+def recorded_settings(settings: RunSettings) -> dict:
+    """The settings as metrics.json keeps them: paths resolved when the run is made (a
+    ``pretrained`` tag stays a tag), so the run folder reopens from any working directory."""
+    flat = settings.to_dict()
+    for key in PATH_SETTINGS:
+        if flat[key] is not None and (key != "pretrained" or os.path.exists(flat[key])):
+            flat[key] = os.path.abspath(flat[key])
+    return flat
+
+
 def fewshot_cache(settings: RunSettings) -> Path:
     """Where the run caches its few-shot subset: cache_dir, else the run folder."""
     return Path(settings.cache_dir or Path(settings.output_dir) / "split_fewshot")
+
+
+def refuse_untypable_classes(settings: RunSettings, backbone, splits) -> None:
+    """Type the tokens of every class prompt, base and novel, as the analyses will
+    (``token_layout``): a class name they could not type stops the run before it trains. The
+    models are built under a forked random state, so the check leaves the run's draws as they were."""
+    spec = data.get_spec(settings.dataset)
+    with torch.random.fork_rng():
+        for split in splits:
+            build_model(settings.variant, backbone, data.prompt_classnames(split.classnames), spec.template,
+                        **settings.variant_params).token_layout("text")
 
 
 def run_training(settings: RunSettings) -> dict:
@@ -122,6 +148,7 @@ def _run_training(settings: RunSettings) -> dict:
                                 cache_dir=fewshot_cache(settings), imagenet_order=cfg.imagenet_order)
     base, novel = data.split_classes(splits, "base"), data.split_classes(splits, "novel")
 
+    refuse_untypable_classes(settings, backbone, (base, novel))
     model = build_model(settings.variant, backbone, data.prompt_classnames(base.classnames),
                         spec.template, **settings.variant_params)
     losses: list[float] = []
@@ -147,7 +174,7 @@ def _run_training(settings: RunSettings) -> dict:
         "n_trainable": model.n_trainable, "n_base_classes": len(base.classnames),
         "n_novel_classes": len(novel.classnames), "n_train_images": len(base.train),
         "wall_time_s": time.perf_counter() - start, "device": str(device),
-        "settings": settings.to_dict(), "variant_config": model.config.to_dict(), "versions": versions(),
+        "settings": recorded_settings(settings), "variant_config": model.config.to_dict(), "versions": versions(),
     }
     write_text_atomic(out / LOSS_FILE, "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
     write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2))

@@ -36,8 +36,10 @@ def run_folder(output_root: Path, run: Run) -> Path:
     return Path(output_root) / run.run_id
 
 
-def is_complete(folder: Path, config_hash: str) -> bool:
-    """Whether ``folder`` holds a finished run of exactly this configuration."""
+def is_complete(folder: Path, config_hash: str, split_sha256: str | None = None) -> bool:
+    """Whether ``folder`` holds a finished run of exactly this configuration and, where
+    ``split_sha256`` is given, of these split lists (``Run.split_sha256``; a run recorded without
+    one, made by an earlier version, is taken as it is)."""
     path = Path(folder) / METRICS_FILE
     if not path.exists():
         return False
@@ -46,4 +48,9 @@ def is_complete(folder: Path, config_hash: str) -> bool:
     except FileContentError as err:
         log.warning("%s", err)
         return False
-    return isinstance(metrics, dict) and metrics.get("config_hash") == config_hash
+    if not isinstance(metrics, dict) or metrics.get("config_hash") != config_hash:
+        return False
+    if split_sha256 and metrics.get("split_sha256") not in (None, split_sha256):
+        log.warning("%s: the dataset's split file changed since this run was made; it will be run again", folder)
+        return False
+    return True

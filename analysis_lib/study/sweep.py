@@ -89,9 +89,23 @@ def execute_run(run: Run, notebook: str | Path, output_root: str | Path, cwd: st
         failed = final.with_name(f"{final.name}.failed")
         shutil.rmtree(failed, ignore_errors=True)
         os.replace(tmp, failed)
-        return RunResult(run.run_id, "failed", time.perf_counter() - start, first_line(err), str(failed))
+        return RunResult(run.run_id, "failed", time.perf_counter() - start,
+                         first_line(err) + drop_truncated(failed / executed.name), str(failed))
     _publish(tmp, final)
     return RunResult(run.run_id, "done", total, folder=str(final), timing=timing)
+
+
+def drop_truncated(notebook: Path) -> str:
+    """Remove ``notebook`` if it was cut short (a full disk while papermill wrote it): no damaged
+    file is left to open. Returns what to add to the error ("" when the notebook is whole or absent)."""
+    try:
+        nbformat.read(notebook, as_version=4)
+        return ""
+    except FileNotFoundError:
+        return ""
+    except Exception:  # noqa: BLE001 - any unreadable notebook is a damaged one
+        notebook.unlink()
+        return f"; its executed notebook {notebook} was cut short (is the disk full?) and was removed"
 
 
 def notebook_timing(nb, total_s: float) -> dict:
@@ -111,7 +125,7 @@ def _stamp_metrics(path: Path, run: Run, timing: dict) -> None:
     metrics = read_json(path, "the train notebook must write its metrics as JSON")
     metrics.update({"run_id": run.run_id, "dataset": run.dataset, "variant_name": run.variant_name,
                     "seed": run.seed, "config": hashed_config(run.params),
-                    "config_hash": run.config_hash, "papermill": timing})
+                    "config_hash": run.config_hash, "split_sha256": run.split_sha256, "papermill": timing})
     write_text_atomic(path, json.dumps(metrics, indent=2))
 
 
@@ -150,7 +164,7 @@ def run_sweep(runs: list[Run], notebook: str, output_root: str, workers: int = 1
 
 def _run_unlocked(runs, notebook, output_root, cwd, workers, scheduler, gpus, reuse_kernels) -> list[RunResult]:
     results = {run.run_id: RunResult(run.run_id, "skipped", folder=str(run_folder(cwd / output_root, run)))
-               for run in runs if is_complete(run_folder(cwd / output_root, run), run.config_hash)}
+               for run in runs if is_complete(run_folder(cwd / output_root, run), run.config_hash, run.split_sha256)}
     todo = [run for run in runs if run.run_id not in results]
     copies = shared_results(runs, set(results))
     todo = [run for run in todo if run.run_id not in {copy.run_id for copy, _ in copies}]

