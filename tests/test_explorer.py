@@ -222,7 +222,7 @@ def test_servers_start_kernels_in_the_repository_and_refuse_a_missing_run(tmp_pa
     assert kernels.cwd_for_path("notebooks/live_explorer.ipynb") == str(tmp_path)
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     with pytest.raises(SystemExit) as exit_:
-        servers.main(["explore", "--run", str(tmp_path / "no_such_run")])
+        servers.main(["explore", "--runs-root", str(tmp_path), "--run", str(tmp_path / "no_such_run")])
     assert exit_.value.code == 2 and "no_such_run: no such folder" in capsys.readouterr().err
     command, url = servers.explore_command(tmp_path, 8899)
     assert "--template=offline" in command and url == "http://127.0.0.1:8899/"

@@ -529,3 +529,30 @@ def test_zeroshot_runs_once_per_dataset_and_is_shared_across_seeds(project, caps
     assert main(["sweep", str(changed), "--workers", "0"]) == 1
     out = capsys.readouterr().out
     assert "failed 2" in out and "shares the result of Toy/zeroshot/seed1, which failed" in out
+
+
+def test_a_kernel_that_dies_on_start_is_started_again(tmp_path, monkeypatch):
+    """A kernel whose ports another process took dies before its first reply: the sweep's warm
+    kernel is started anew, and the second, real one is the one returned."""
+    from analysis_lib.study import execution
+
+    class DiesOnFirstStart(execution.WarmKernelManager):
+        starts = 0
+
+        def client(self, **kwargs):
+            client = super().client(**kwargs)
+            DiesOnFirstStart.starts += 1
+            if DiesOnFirstStart.starts == 1:
+                async def died(timeout=None):
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+                client.wait_for_ready = died
+            return client
+
+    monkeypatch.setattr(sweep, "WarmKernelManager", DiesOnFirstStart)
+    km = execution.warm_kernel(tmp_path)
+    try:
+        assert isinstance(km, DiesOnFirstStart) and execution.run_sync(km.is_alive)()
+        assert DiesOnFirstStart.starts >= 2
+    finally:
+        execution._WARM_KERNELS.pop(str(tmp_path.absolute()), None)
+        execution.run_sync(km.shutdown_kernel)(now=True)

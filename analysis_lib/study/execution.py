@@ -87,13 +87,38 @@ class WarmKernelManager(ThisInterpreterKernelManager):
 _WARM_KERNELS: dict[str, WarmKernelManager] = {}  # this process's kernel per directory
 
 
+KERNEL_START_TRIES = 3
+
+
+def _started_kernel(cwd: str) -> WarmKernelManager:
+    """A kernel started in ``cwd`` that has answered. jupyter_client picks free ports by binding and
+    releasing them, so another process may take one first; the kernel then dies before its first
+    reply ("Address already in use"). A new start picks new ports; nothing had run yet."""
+    for attempt in range(1, KERNEL_START_TRIES + 1):
+        km = WarmKernelManager(kernel_name=KERNEL_NAME)
+        run_sync(km.start_kernel)(cwd=cwd)
+        client = km.client()
+        client.start_channels()
+        try:
+            run_sync(client.wait_for_ready)(timeout=120)
+            return km
+        except RuntimeError as error:
+            if attempt == KERNEL_START_TRIES:
+                raise
+            log.warning("kernel in %s died on start (%s); starting another (try %d of %d)",
+                        cwd, first_line(error), attempt + 1, KERNEL_START_TRIES)
+            if run_sync(km.is_alive)():
+                run_sync(km.shutdown_kernel)(now=True)
+        finally:
+            km.close_clients()
+
+
 def warm_kernel(cwd: str | Path) -> WarmKernelManager:
     """This process's kernel for notebooks run in ``cwd``, started if missing or dead, namespace cleared."""
     key = str(Path(cwd).absolute())
     km = _WARM_KERNELS.get(key)
     if km is None or not run_sync(km.is_alive)():
-        km = WarmKernelManager(kernel_name=KERNEL_NAME)
-        run_sync(km.start_kernel)(cwd=key)
+        km = _started_kernel(key)
         _WARM_KERNELS[key] = km
     client = km.client()
     client.start_channels()

@@ -28,16 +28,12 @@
 // report says how many results it lists and whether it tells the reader how to serve the book.
 // --shot PAGE:FILE.png: a screenshot of PAGE's first attention explorer (its viewport, at rest).
 import { chromium } from "playwright-core";
+import { CHROMIUM, cliArgs } from "./served_page.mjs";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, arg, i, all) => {
-    if (arg.startsWith("--")) pairs.push([arg.slice(2), all[i + 1]]);
-    return pairs;
-  }, []),
-);
+const args = cliArgs();
 if (!args.base) {
   console.error("usage: node check_book.mjs --base http://127.0.0.1:PORT/ [--start index.html] [--screenshots DIR]");
   process.exit(2);
@@ -55,13 +51,7 @@ let search = null;  // --files: the search page opened from disk
 
 const userDataDir = mkdtempSync(join(tmpdir(), "book-chromium-"));
 const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1280, height: 900 },
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
+  ...CHROMIUM, headless: true, viewport: { width: 1280, height: 900 }, args: ["--headless", ...CHROMIUM.args],
 });
 
 function isLocal(url) {

@@ -5,31 +5,14 @@
 // Reports (JSON on stdout; exit code 1 on any problem) whether the notebook's cells were drawn and
 // when the kernel's status reached idle (epoch ms); as problems, any request to another host, any
 // JavaScript error, a notebook that did not open or a kernel that never became idle.
-import { chromium } from "playwright-core";
+import { cliArgs, servedPage } from "./served_page.mjs";
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, arg, i, all) => {
-    if (arg.startsWith("--")) pairs.push([arg.slice(2), all[i + 1]]);
-    return pairs;
-  }, []),
-);
+const args = cliArgs();
 const url = new URL(args.url);
 const WAIT_MS = 90000;
 const problems = [];
 const report = {};
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
-const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-page.on("pageerror", (err) => problems.push(`JavaScript error: ${err.message}`));
-page.on("request", (req) => {
-  const u = new URL(req.url());
-  if (!["data:", "blob:", "about:"].includes(u.protocol) && !(u.hostname === url.hostname && u.port === url.port)) {
-    problems.push(`request to another host: ${req.url()}`);
-  }
-});
+const { browser, page } = await servedPage(url, { width: 1280, height: 900 }, problems);
 try {
   await page.goto(url.href, { waitUntil: "domcontentloaded", timeout: WAIT_MS });
   await page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first().waitFor({ timeout: WAIT_MS });

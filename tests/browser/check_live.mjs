@@ -8,36 +8,18 @@
 // a query patch, a head of the overview and after uploading the PNG; the top-classes table as
 // trained and with the bias term removed; the message after uploading a file that is no image;
 // and, as problems, any request to another host, JavaScript error or console error.
-import { chromium } from "playwright-core";
+import { cliArgs, servedPage } from "./served_page.mjs";
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, arg, i, all) => {
-    if (arg.startsWith("--")) pairs.push([arg.slice(2), all[i + 1]]);
-    return pairs;
-  }, []),
-);
+const args = cliArgs();
 const base = new URL(args.url);
 const rounds = Number(args.rounds || 10);
 const WAIT_MS = 60000;
 const problems = [];
 const report = { changed: {} };
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-});
-const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
-page.on("pageerror", (err) => problems.push(`JavaScript error: ${err.message}`));
+const counter = { requests: 0 };
+const { browser, page } = await servedPage(base, { width: 1280, height: 1000 }, problems, counter);
 page.on("console", (msg) => { if (msg.type() === "error") problems.push(`console error: ${msg.text()}`); });
-let requests = 0;
-page.on("request", (req) => {
-  requests++;
-  const u = new URL(req.url());
-  if (!["data:", "blob:", "about:"].includes(u.protocol) && !(u.hostname === base.hostname && u.port === base.port)) {
-    problems.push(`request to another host: ${req.url()}`);
-  }
-});
 
 // The four panels' image bytes (ipywidgets serves them as blob: URLs), hashed.
 async function panels() {
@@ -140,5 +122,5 @@ try {
 } finally {
   await browser.close();
 }
-console.log(JSON.stringify({ ok: problems.length === 0, problems, requests, ...report }, null, 1));
+console.log(JSON.stringify({ ok: problems.length === 0, problems, requests: counter.requests, ...report }, null, 1));
 process.exit(problems.length ? 1 : 0);
