@@ -218,5 +218,9 @@ def test_chapter_notebooks_hold_parameters_one_call_display_calls_and_prose(stud
         assert all(shown), (name, [c.source for c in code[1:]])
         if name == "known_truth":   # its page needs the demo world's paired renders, which the miniature lacks
             continue
+        glued = set(re.findall(r"\{glue:\w+\}`(\w+)`", "".join(c.source for c in cells if c.cell_type == "markdown")))
         page = chapters.CHAPTERS[name](experiment, claims)
         assert {m.group(1) for m in shown} <= set(page.shown), name
+        for claims_of in (claims, claims.iloc[:0]):   # also before any claim is measured: no glue key missing
+            numbers = chapters.CHAPTERS[name](experiment, claims_of).numbers
+            assert glued <= set(numbers), (name, glued - set(numbers))

@@ -125,22 +125,26 @@ def test_only_demo_datasets_get_the_table():
         kt.pairs("OxfordPets", None, 1)
 
 
+PROMPTED = "prompts4"
+
+
 def _study_table(rng, sign=-1.0, seeds=(1, 2, 3)):
-    """A known_truth table as load_table returns it: zero-shot δ and IVLP β (β = sign·δ + noise) and S."""
+    """A known_truth table as load_table returns it: zero-shot δ and IVLP β (β = sign·δ + noise) and S,
+    the IVLP runs under a name other than their kind's (the chapters select by name)."""
     rows = []
     deltas = {d: rng.normal(size=(2, 2, 6)) for d in ("A", "B", "C", "D")}
     for seed in seeds:
         for d, delta in deltas.items():
             beta = sign * delta + 0.2 * rng.normal(size=delta.shape)
-            for variant, quantity, condition, values in (("zeroshot", "delta", "zero-shot", delta),
-                                                         ("ivlp", "beta", "bias term", beta)):
+            for variant, name, quantity, condition, values in (
+                    ("zeroshot", "zeroshot", "delta", "zero-shot", delta), ("ivlp", PROMPTED, "beta", "bias term", beta)):
                 for (block, g, dim), v in np.ndenumerate(values):
-                    rows.append({"dataset": d, "seed": seed, "variant": variant, "variant_name": variant,
+                    rows.append({"dataset": d, "seed": seed, "variant": variant, "variant_name": name,
                                  "quantity": quantity, "condition": condition, "block": block,
                                  "group": kt.SHARED_GROUPS[g], "dim": dim, "value": v})
             for condition, s in (("as trained", 0.3), ("bias term removed", 0.1)):
                 for block in (0, 1):
-                    rows.append({"dataset": d, "seed": seed, "variant": "ivlp", "variant_name": "ivlp",
+                    rows.append({"dataset": d, "seed": seed, "variant": "ivlp", "variant_name": PROMPTED,
                                  "quantity": "S", "condition": condition, "block": block, "group": "patches",
                                  "dim": -1, "value": s})
     return pd.DataFrame(rows)
@@ -148,10 +152,10 @@ def _study_table(rng, sign=-1.0, seeds=(1, 2, 3)):
 
 def test_c7_effects_follow_the_sign_of_the_bias_term():
     rng = np.random.default_rng(2)
-    undoing = kt.specificity_effects(_study_table(rng, -1.0))
+    undoing = kt.specificity_effects(_study_table(rng, -1.0), PROMPTED)
     assert len(undoing) == 12 and (undoing.value > 0.5).all()
     np.testing.assert_allclose(undoing.beside, 0.2)
-    adding = kt.specificity_effects(_study_table(rng, +1.0))
+    adding = kt.specificity_effects(_study_table(rng, +1.0), PROMPTED)
     assert (adding.value < -0.5).all()
 
 
@@ -159,6 +163,7 @@ def test_c7_is_a_claim_with_a_row_per_demo_dataset_and_none_without_the_table():
     from analysis_lib.stats import claims
     table = _study_table(np.random.default_rng(3))
     effects = claims.claim_effects(claims.StudyTables({"known_truth": table}))
+    assert effects.equals(claims.claim_effects(claims.StudyTables({"known_truth": table}, variant_name=PROMPTED)))
     result = claims.claims_table(effects, ["A", "B", "C", "D"], [1, 2, 3])
     c7 = result[result.claim == "C7"].set_index("dataset")
     assert list(c7.index) == ["A", "B", "C", "D", claims.AVERAGE]

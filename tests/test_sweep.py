@@ -548,7 +548,7 @@ def test_a_kernel_that_dies_on_start_is_started_again(tmp_path, monkeypatch):
                 client.wait_for_ready = died
             return client
 
-    monkeypatch.setattr(sweep, "WarmKernelManager", DiesOnFirstStart)
+    monkeypatch.setattr(execution, "WarmKernelManager", DiesOnFirstStart)
     km = execution.warm_kernel(tmp_path)
     try:
         assert isinstance(km, DiesOnFirstStart) and execution.run_sync(km.is_alive)()

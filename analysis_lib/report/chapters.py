@@ -452,6 +452,7 @@ def known_truth(experiment: Experiment, claims: pd.DataFrame) -> Page:
     page = Page("")
     metrics = per_run.run_metrics(experiment)
     bias_variant = claim_stats.matched_bias_variant(metrics)
+    prompted = analysed_variant(experiment)
     page.tables["known_truth"] = table[table.dim < 0]
     page.figure("pairs", report.paired_gallery(), "Pairs of each demo dataset: plain (pretraining-style) left, "
                 "shifted (the dataset's style) right.")
@@ -459,26 +460,27 @@ def known_truth(experiment: Experiment, claims: pd.DataFrame) -> Page:
                                                           sort=False)
     page.table("kappa", kappa.round(3).reset_index(), "Constancy κ of the known shift per block and token group "
                "(zero-shot is deterministic: the same in every seed).")
-    page.figure("specificity", report.specificity_heatmap(kt.specificity(table, "ivlp")),
+    page.figure("specificity", report.specificity_heatmap(kt.specificity(table, prompted)),
                 "The specificity matrix M per seed: the cosine of each dataset's bias term with each dataset's "
                 "−shift, both centred across the datasets.")
-    writes = {"IVLP bias term": "bias term", "IVLP bias term, control (untrained prompts)": "bias term" + kt.CONTROL,
-              "IVLP rescaling (the competitor)": "rescaling", "IVLP rescaling, control": "rescaling" + kt.CONTROL}
-    summaries = {label: kt.specificity_summary(kt.specificity(table, "ivlp", write)) for label, write in writes.items()}
+    writes = {f"{prompted} bias term": "bias term",
+              f"{prompted} bias term, control (untrained prompts)": "bias term" + kt.CONTROL,
+              f"{prompted} rescaling (the competitor)": "rescaling", f"{prompted} rescaling, control": "rescaling" + kt.CONTROL}
+    summaries = {label: kt.specificity_summary(kt.specificity(table, prompted, write)) for label, write in writes.items()}
     if bias_variant:
         summaries[f"{bias_variant} learned vectors (the reference)"] = kt.specificity_summary(
             kt.specificity(table, bias_variant, "learned bias"))
     page.table("specificity_summary", pd.concat(summaries, names=["write"]).round(3).reset_index(),
                "Per write and seed: M's mean diagonal and off-diagonal cosine and the permutation p.")
     compensation = kt.compensation_table(table)
-    page.figure("compensation", report.compensation_chart(report.compensation_series(compensation, bias_variant),
+    page.figure("compensation", report.compensation_chart(report.compensation_series(compensation, prompted, bias_variant),
                                                           list(experiment.datasets)),
                 "Compensation S per block (all patches), IVLP as trained and with each removal, bias tuning as "
                 "trained; one dataset at a time, a point per seed, the line through their mean.")
-    hm = report.hm_comparison(kt.best_oracle(table), metrics, bias_variant)
+    hm = report.hm_comparison(kt.best_oracle(table), metrics, prompted, bias_variant)
     page.figure("oracle", report.hm_chart(hm), "HM of zero-shot, the oracle (−δ at its best block), IVLP and bias "
                 "tuning per dataset; points: seeds.")
-    page.table("numbers", report.numbers(kt.specificity_effects(table), compensation, hm)
+    page.table("numbers", report.numbers(kt.specificity_effects(table, prompted), compensation, hm, prompted)
                .reindex(list(experiment.datasets)).reset_index(),
                "The answer's numbers per dataset, mean ± std over seeds.")
     if "DemoSat" in experiment.datasets:
@@ -487,7 +489,7 @@ def known_truth(experiment: Experiment, claims: pd.DataFrame) -> Page:
                    "Can demo-clip tell DemoSat's classes apart? Zero-shot accuracy and a nearest-class-mean probe "
                    "(%), on the classes drawn pretraining-style and DemoSat-style.")
     bold = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>",
-                  html.escape(report.compensation_answer(compensation, hm, list(experiment.datasets))))
+                  html.escape(report.compensation_answer(compensation, hm, list(experiment.datasets), prompted)))
     page.answer = answer_box(lines + [bold])
     return page
 
@@ -501,11 +503,10 @@ CHAPTER_OF = {"C1": "decomposition", "C2": "cls_foreground", "C4": "eos_attentio
 def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
     """The claims at a glance: statement | measure | data | verdict per dataset | chapter, and the
     forest plot of every effect with its interval and margin."""
-    from ..stats.claims import CLAIMS, VERDICT_RULE, margin_table
-    from ..study.completeness import missing_runs
+    from ..stats.claims import CLAIMS
     from .chapter import verdict_badge, interval_text
     if claims.empty:
-        return _empty("claims")
+        return _rules_and_runs(_empty("claims"), experiment)
     page = Page("")
     page.tables["claims"] = claims
     rows = []
@@ -551,6 +552,14 @@ def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
                     .resolve_scale(x="independent"),
                     "Every claim's effect per dataset and on average, with its 95 % interval; dashed: the claim's "
                     "margin (the claim holds on its side of it).")
+    return _rules_and_runs(page, experiment)
+
+
+def _rules_and_runs(page: Page, experiment: Experiment) -> Page:
+    """What the claims page says whatever the results: the verdict rule, each claim's margin and
+    which runs of the experiment the numbers count."""
+    from ..stats.claims import VERDICT_RULE, margin_table
+    from ..study.completeness import missing_runs
     page.numbers["verdict_rule"] = Markdown(VERDICT_RULE)
     margins = margin_table()
     page.tables["claim_margins"] = margins

@@ -59,19 +59,22 @@ def compensation_chart(s: pd.DataFrame, datasets) -> alt.Chart:
     return dataset_picker((line + dots).properties(width=320, height=200), datasets)
 
 
-def compensation_series(s: pd.DataFrame, bias_variant: str | None, group: str = "patches") -> pd.DataFrame:
-    """The chart's rows: IVLP's conditions, bias tuning as trained and the best oracle block's."""
+def compensation_series(s: pd.DataFrame, prompted: str, bias_variant: str | None, group: str = "patches"
+                        ) -> pd.DataFrame:
+    """The chart's rows: the prompted variant's conditions and bias tuning as trained."""
     s = s[s.group == group]
-    ivlp = s[s.variant_name == "ivlp"].assign(series=lambda d: "IVLP " + d.condition)
+    ivlp = s[s.variant_name == prompted].assign(series=lambda d: f"{prompted} " + d.condition)
     bias = s[(s.variant_name == bias_variant) & (s.condition == "as trained")].assign(series=f"{bias_variant}")
     return pd.concat([ivlp, bias], ignore_index=True)
 
 
-def hm_comparison(oracle: pd.DataFrame, metrics: pd.DataFrame, bias_variant: str | None) -> pd.DataFrame:
-    """Per dataset and seed: HM of zero-shot, the oracle (best block), IVLP and bias tuning, long."""
+def hm_comparison(oracle: pd.DataFrame, metrics: pd.DataFrame, prompted: str, bias_variant: str | None
+                  ) -> pd.DataFrame:
+    """Per dataset and seed: HM of zero-shot, the oracle (best block), the prompted variant and bias
+    tuning, long."""
     rows = [oracle.assign(model="zero-shot", hm=oracle["zero-shot hm"]),
             oracle.assign(model="oracle (−δ at its best block)", hm=oracle["oracle hm"])]
-    for name in ("ivlp", bias_variant):
+    for name in (prompted, bias_variant):
         if name:
             rows.append(metrics[metrics.variant_name == name].assign(model=name))
     return pd.concat([r[["dataset", "seed", "model", "hm"]] for r in rows], ignore_index=True)
@@ -84,10 +87,11 @@ def hm_chart(hm: pd.DataFrame) -> alt.Chart:
         tooltip=["dataset", "model", "seed", alt.Tooltip("hm:Q", format=".1f")]).properties(width=320, height=90)
 
 
-def numbers(effects: pd.DataFrame, s: pd.DataFrame, hm: pd.DataFrame) -> pd.DataFrame:
-    """The answer's numbers per dataset, mean ± std over seeds: M's diagonal margin, IVLP's S (patches,
-    mean over blocks) as trained / bias term removed / rescaling removed, oracle and IVLP HM."""
-    s = s[(s.variant_name == "ivlp") & (s.group == "patches")]
+def numbers(effects: pd.DataFrame, s: pd.DataFrame, hm: pd.DataFrame, prompted: str) -> pd.DataFrame:
+    """The answer's numbers per dataset, mean ± std over seeds: M's diagonal margin, the prompted
+    variant's S (patches, mean over blocks) as trained / bias term removed / rescaling removed, oracle
+    and prompted HM."""
+    s = s[(s.variant_name == prompted) & (s.group == "patches")]
     per_seed = s.groupby(["dataset", "seed", "condition"]).S.mean().unstack("condition")
     hm_wide = hm.pivot_table(index=["dataset", "seed"], columns="model", values="hm")
     joined = effects.set_index(["dataset", "seed"])[["value"]].join(per_seed, how="outer").join(hm_wide, how="outer")
@@ -99,10 +103,10 @@ def numbers(effects: pd.DataFrame, s: pd.DataFrame, hm: pd.DataFrame) -> pd.Data
                          for c, label in columns.items() if (c, "mean") in stats}, index=stats.index)
 
 
-def compensation_answer(s: pd.DataFrame, hm: pd.DataFrame, datasets) -> str:
-    """The answer's second half, per dataset (means over seeds): IVLP's S (patches, mean over blocks)
-    as trained and what each removal changes, and the oracle's HM beside IVLP's."""
-    s = s[(s.variant_name == "ivlp") & (s.group == "patches")]
+def compensation_answer(s: pd.DataFrame, hm: pd.DataFrame, datasets, prompted: str) -> str:
+    """The answer's second half, per dataset (means over seeds): the prompted variant's S (patches,
+    mean over blocks) as trained and what each removal changes, and the oracle's HM beside its HM."""
+    s = s[(s.variant_name == prompted) & (s.group == "patches")]
     S = s.groupby(["dataset", "condition"]).S.mean().unstack("condition")
     H = hm.groupby(["dataset", "model"]).hm.mean().unstack("model")
     oracle = next(c for c in H.columns if c.startswith("oracle"))
@@ -113,8 +117,8 @@ def compensation_answer(s: pd.DataFrame, hm: pd.DataFrame, datasets) -> str:
         moves = ("moves the shifted images towards the plain ones" if trained > 0
                  else "moves the shifted images further from the plain ones")
         parts.append(
-            f"**{dataset}**: IVLP {moves} (S = {trained:+.3f}); without the bias term S = "
+            f"**{dataset}**: {prompted} {moves} (S = {trained:+.3f}); without the bias term S = "
             f"{row['bias term removed']:+.3f}, without the rescaling {row['rescaling removed']:+.3f}, with the bias "
-            f"term mean-ablated {row[MEAN_ABLATED]:+.3f}; oracle HM {H.loc[dataset, oracle]:.1f} vs IVLP "
-            f"{H.loc[dataset, 'ivlp']:.1f}")
+            f"term mean-ablated {row[MEAN_ABLATED]:+.3f}; oracle HM {H.loc[dataset, oracle]:.1f} vs {prompted} "
+            f"{H.loc[dataset, prompted]:.1f}")
     return "Per dataset (means over seeds): " + "; ".join(parts) + "."

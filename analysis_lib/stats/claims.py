@@ -107,6 +107,12 @@ class StudyTables:
             return t[t.variant_name == self.variant_name]
         return t[t.variant == (variant or "ivlp")]
 
+    def prompted_name(self, name: str) -> str | None:
+        """The name of the prompted runs in table ``name``: the analysed variant, or (none named) the
+        first variant of kind ivlp."""
+        names = self.table(name).get("variant_name", pd.Series(dtype=str)).unique()
+        return names[0] if len(names) else None
+
 
 CLAIMS: dict[str, Claim] = {}
 EFFECTS: dict[str, tuple[Callable[[StudyTables], pd.DataFrame], tuple[str, ...]]] = {}
@@ -400,7 +406,10 @@ def known_truth_effect(study: StudyTables) -> pd.DataFrame:
     """C7 (the demo world only, where each dataset's shift is known): per dataset and seed, how much
     more IVLP's bias term points along −δ of its own dataset than of the others; beside it, what
     removing the bias term costs the compensation S (``known_truth.specificity_effects``)."""
-    return _effects("C7", specificity_effects(study.tables["known_truth"]), beside="beside")
+    table = study.tables.get("known_truth", pd.DataFrame())
+    name = study.prompted_name("known_truth")
+    effects = specificity_effects(table, name) if name else pd.DataFrame(columns=["dataset", "seed", "value"])
+    return _effects("C7", effects, beside="beside")
 
 
 def low_information_row(dataset: str) -> str:

@@ -273,7 +273,7 @@ def permutation_p(matrix: np.ndarray) -> float:
 # --------------------------------------------------------------------------- the study's view
 # ``table`` below is ``per_run.load_table(experiment, "known_truth")``: every run's rows with its
 # dataset, variant_name, variant (kind) and seed.
-def specificity(table: pd.DataFrame, variant_name: str = "ivlp", write: str = "bias term") -> pd.DataFrame:
+def specificity(table: pd.DataFrame, variant_name: str, write: str = "bias term") -> pd.DataFrame:
     """M per seed, long (seed, prompts_of, shift_of, cosine): the ``write`` of the ``variant_name`` runs
     against the zero-shot runs' δ of the same seed."""
     frames = []
@@ -323,7 +323,7 @@ def best_oracle(table: pd.DataFrame) -> pd.DataFrame:
     return best.rename(columns={"hm": "oracle hm"}).join(zs, on=["dataset", "seed"]).reset_index(drop=True)
 
 
-def specificity_effects(table: pd.DataFrame, variant_name: str = "ivlp") -> pd.DataFrame:
+def specificity_effects(table: pd.DataFrame, variant_name: str) -> pd.DataFrame:
     """C7's effect per (dataset, seed): M[d, d] − mean over d' ≠ d of M[d, d'] in that seed's M (the
     bias term points along −δ of its own dataset more than along the others'); beside it, what
     removing the bias term costs the compensation: S as trained − S bias term removed (patches,
