@@ -23,9 +23,11 @@ env: .venv/.done
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# Everything, as CI runs it (.ci/run).
+# Everything, as CI runs it (.ci/run): TEST_WORKERS pytest processes, each test file whole in one
+# of them (a file's fixtures, such as the pipeline's book, are built once).
+TEST_WORKERS ?= 2
 test: env browser-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: env
 	$(PY) -m pytest -m "not slow"

@@ -1,10 +1,12 @@
 import logging
+import os
 import shutil
 
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Two threads in all: split between the test processes when `make test` runs several (pytest-xdist).
+torch.set_num_threads(max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 logging.getLogger().setLevel(logging.ERROR)  # open_clip warns about random init on every build
 
 

@@ -224,3 +224,32 @@ def test_chapter_notebooks_hold_parameters_one_call_display_calls_and_prose(stud
         for claims_of in (claims, claims.iloc[:0]):   # also before any claim is measured: no glue key missing
             numbers = chapters.CHAPTERS[name](experiment, claims_of).numbers
             assert glued <= set(numbers), (name, glued - set(numbers))
+
+
+def test_a_chapter_is_executed_again_when_its_template_or_the_library_changed(tmp_path):
+    import os
+    import nbformat
+    from analysis_lib.report import notebooks
+    target, template = tmp_path / "chapter.ipynb", tmp_path / "template.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), template)
+    nbformat.write(nbformat.v4.new_notebook(metadata={"papermill": {"parameters": {"n": 1}}}), target)
+    library = notebooks.newest_library_file()
+    assert library.suffix == ".py" and library.stat().st_mtime >= os.stat(notebooks.__file__).st_mtime
+    os.utime(template, (1, 1))
+    os.utime(target, (library.stat().st_mtime + 1,) * 2)
+    assert notebooks._up_to_date(target, {"n": 1}, template, library)
+    assert not notebooks._up_to_date(target, {"n": 2}, template, library)       # other parameters
+    os.utime(template, (library.stat().st_mtime + 2,) * 2)
+    assert not notebooks._up_to_date(target, {"n": 1}, template, library)       # the template changed
+    os.utime(template, (1, 1))
+    os.utime(target, (library.stat().st_mtime - 1,) * 2)
+    assert not notebooks._up_to_date(target, {"n": 1}, template, library)       # the library changed
+
+
+def test_a_claims_data_names_its_datasets_and_what_each_rests_on():
+    from analysis_lib.report.chapters import _data_text
+    rows = pd.DataFrame({"n": [3, 3, 3], "unit": ["seeds × 66 images", "seeds × 64 images", "seeds × 66 images"]})
+    assert _data_text(rows) == "3 datasets, each 3 seeds × 64–66 images"
+    assert _data_text(rows.iloc[:1].assign(unit="seeds")) == "1 dataset, 3 seeds"
+    assert _data_text(pd.DataFrame({"n": [3, 2], "unit": ["seeds", "seeds × 4 images"]})) == \
+        "2 datasets, each 3 seeds, 2 seeds × 4 images"

@@ -78,6 +78,19 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _data_text(per_dataset: pd.DataFrame) -> str:
+    """What a claim's per-dataset rows rest on, e.g. "4 datasets, each 3 seeds × 64–66 images": the
+    numbers that differ between datasets as their range."""
+    texts = [f"{n} {unit}".split(" ") for n, unit in zip(per_dataset.n, per_dataset.unit)]
+    if len({len(t) for t in texts}) == 1:
+        each = " ".join(words[0] if len(set(words)) == 1 else
+                        f"{min(map(int, words))}–{max(map(int, words))}" if all(w.isdigit() for w in words) else
+                        "/".join(dict.fromkeys(words)) for words in zip(*texts))
+    else:
+        each = ", ".join(dict.fromkeys(" ".join(t) for t in texts))
+    return f"{_count(len(per_dataset), 'dataset')}, {'each ' if len(per_dataset) > 1 else ''}{each}"
+
+
 # --------------------------------------------------------------------------- the datasets
 def datasets(experiment: Experiment, claims: pd.DataFrame) -> Page:
     """What each dataset holds: classes (base / novel), images per split, template, masks."""
@@ -461,8 +474,8 @@ def known_truth(experiment: Experiment, claims: pd.DataFrame) -> Page:
     page.table("kappa", kappa.round(3).reset_index(), "Constancy κ of the known shift per block and token group "
                "(zero-shot is deterministic: the same in every seed).")
     page.figure("specificity", report.specificity_heatmap(kt.specificity(table, prompted)),
-                "The specificity matrix M per seed: the cosine of each dataset's bias term with each dataset's "
-                "−shift, both centred across the datasets.")
+                "The specificity matrix M per seed: the cosine of each dataset's bias term β (rows) with each "
+                "dataset's −shift (columns), both centred across the datasets.")
     writes = {f"{prompted} bias term": "bias term",
               f"{prompted} bias term, control (untrained prompts)": "bias term" + kt.CONTROL,
               f"{prompted} rescaling (the competitor)": "rescaling", f"{prompted} rescaling, control": "rescaling" + kt.CONTROL}
@@ -475,17 +488,17 @@ def known_truth(experiment: Experiment, claims: pd.DataFrame) -> Page:
     compensation = kt.compensation_table(table)
     page.figure("compensation", report.compensation_chart(report.compensation_series(compensation, prompted, bias_variant),
                                                           list(experiment.datasets)),
-                "Compensation S per block (all patches), IVLP as trained and with each removal, bias tuning as "
+                f"Compensation S per block (all patches), {prompted} as trained and with each removal, bias tuning as "
                 "trained; one dataset at a time, a point per seed, the line through their mean.")
     hm = report.hm_comparison(kt.best_oracle(table), metrics, prompted, bias_variant)
-    page.figure("oracle", report.hm_chart(hm), "HM of zero-shot, the oracle (−δ at its best block), IVLP and bias "
-                "tuning per dataset; points: seeds.")
+    page.figure("oracle", report.hm_chart(hm), f"HM of zero-shot, the oracle (−δ at its best block), {prompted} and "
+                "bias tuning per dataset; points: seeds.")
     page.table("numbers", report.numbers(kt.specificity_effects(table, prompted), compensation, hm, prompted)
                .reindex(list(experiment.datasets)).reset_index(),
                "The answer's numbers per dataset, mean ± std over seeds.")
     if "DemoSat" in experiment.datasets:
         backbone = load_backbone(experiment.model, experiment.pretrained)
-        page.table("visibility", kt.visibility(backbone, "DemoSat", get_spec("DemoSat").template).round(1).reset_index(),
+        page.table("visibility", kt.visibility(backbone, "DemoSat", get_spec("DemoSat").template).round(1),
                    "Can demo-clip tell DemoSat's classes apart? Zero-shot accuracy and a nearest-class-mean probe "
                    "(%), on the classes drawn pretraining-style and DemoSat-style.")
     bold = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>",
@@ -518,21 +531,25 @@ def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
         rows.append({
             "claim": f"<strong>{claim_id}</strong> {html.escape(claim.statement)}",
             "measure": html.escape(claim.effect) + f"; holds {claim.side} {significant(claim.margin)}",
-            "data": f"{_count(len(per_dataset.drop(index=AVERAGE, errors='ignore')), 'dataset')}, {summary.n} "
-                    f"{html.escape(str(summary.unit))}",
+            "data": html.escape(_data_text(per_dataset.drop(index=AVERAGE, errors="ignore"))),
             "effect (95 % interval)": interval_text(summary),
             "verdict": "<br>".join(f"{html.escape(str(d))}: {verdict_badge(r.verdict)}" for d, r in per_dataset.iterrows()),
             "chapter": f'<a href="{chapter}.html">{chapter.replace("_", " ")}</a>' if chapter else "—"})
     statement = pd.DataFrame(rows)
     counts = claims[claims.dataset == AVERAGE].verdict.value_counts()
+    single = [c for c, part in claims.groupby("claim", sort=False) if AVERAGE not in set(part.dataset)]
     page.answer = answer_box([
         f"<strong>{len(statement)} claims</strong> tested on {len(experiment.datasets)} datasets and "
         f"{len(experiment.seeds)} seeds. Averaged over the datasets: "
-        + ", ".join(f"{n} {verdict_badge(v)}" for v, n in counts.items()) + ".",
+        + ", ".join(f"{n} {verdict_badge(v)}" for v, n in counts.items())
+        + (f"; {', '.join(single)} on one comparison only (no average)" if single else "") + ".",
         "Each row below gives the claim, how it is measured, the data, the effect with its 95 % interval and the "
         "verdict per dataset; the forest plot under it draws every interval against the claim's margin."])
     statement, constant = informative(statement)  # e.g. one dataset and seed: the same data on every row
-    page.table("claims", HTML(statement.to_html(index=False, escape=False, border=0, classes="book-table")),
+    # On a phone each claim is a card: the cells stack, each after its column's name (book.css).
+    labelled = statement.apply(lambda column: column if column.name == "claim" else
+                               f'<span class="phone-label">{column.name}: </span>' + column)
+    page.table("claims", HTML(labelled.to_html(index=False, escape=False, border=0, classes="book-table claims-table")),
                "The claims and their verdicts (rule below the plot)."
                + "".join(f" Every claim's {c}: {v}." for c, v in constant.items()))
     shown = claims.dropna(subset=["low"]).assign(
@@ -549,7 +566,7 @@ def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
         margin = base.mark_rule(color=charts.REFERENCE_COLOUR, strokeDash=[4, 3]).encode(x="margin:Q")
         page.figure("forest", alt.layer(margin, bars, points).properties(width=charts.PHONE_WIDTH - 60, height=alt.Step(18))
                     .facet(row=alt.Row("claim:N", title=None, sort=list(dict.fromkeys(shown.claim))))
-                    .resolve_scale(x="independent"),
+                    .resolve_scale(x="independent", y="independent"),
                     "Every claim's effect per dataset and on average, with its 95 % interval; dashed: the claim's "
                     "margin (the claim holds on its side of it).")
     return _rules_and_runs(page, experiment)

@@ -9,7 +9,7 @@ from PIL import Image
 from ..demo import world
 from ..stats import known_truth as kt
 from ..stats.causal import MEAN_ABLATED
-from .charts import image_grid
+from .charts import PHONE_WIDTH, FONT_PX, dataset_picker, image_grid
 from .numbers import mean_std
 
 SIZE = 96
@@ -40,23 +40,27 @@ def specificity_heatmap(m: pd.DataFrame) -> alt.FacetChart:
     prompts undo their own dataset's shift more than the others'."""
     order = list(dict.fromkeys(m["shift of"]))
     base = alt.Chart(m).encode(x=alt.X("shift of:N", sort=order, title="−δ of (the known shift)"),
-                               y=alt.Y("prompts of:N", sort=order, title="β of (the bias term)"))
+                               y=alt.Y("prompts of:N", sort=order, title=None))   # rows: β of; the caption says so
     cells = base.mark_rect().encode(color=alt.Color("cosine:Q", scale=alt.Scale(scheme="redblue", domainMid=0,
-                                                                                    reverse=True)),
+                                                                                    reverse=True),
+                                                    legend=alt.Legend(orient="top", direction="horizontal")),
                                     tooltip=["seed", "prompts of", "shift of", alt.Tooltip("cosine:Q", format=".3f")])
-    text = base.mark_text(fontSize=10).encode(text=alt.Text("cosine:Q", format=".2f"))
-    return (cells + text).properties(width=170, height=170).facet(column=alt.Column("seed:N", title="seed"))
+    text = base.mark_text(fontSize=FONT_PX - 1).encode(text=alt.Text("cosine:Q", format=".2f"))
+    side = PHONE_WIDTH - 90   # the datasets' names take the rest of a phone's width
+    return (cells + text).properties(width=side, height=side).facet(
+        row=alt.Row("seed:N", title=None, header=alt.Header(labelOrient="top", labelAnchor="start",
+                                                            labelExpr="'seed ' + datum.value")))
 
 
 def compensation_chart(s: pd.DataFrame, datasets) -> alt.Chart:
     """S per block for the four conditions (IVLP) and bias tuning as trained, one dataset at a time;
     a point per seed, the line through their mean."""
-    from .charts import dataset_picker
-    base = alt.Chart(s).encode(x=alt.X("block:O"), color=alt.Color("series:N", title=None))
+    base = alt.Chart(s).encode(x=alt.X("block:O"), color=alt.Color(
+        "series:N", title=None, legend=alt.Legend(orient="top", direction="vertical")))
     line = base.mark_line().encode(y=alt.Y("mean(S):Q", title="compensation S"))
     dots = base.mark_circle(size=30, opacity=0.5).encode(
         y="S:Q", tooltip=["dataset", "series", "seed", "block", alt.Tooltip("S:Q", format=".3f")])
-    return dataset_picker((line + dots).properties(width=320, height=200), datasets)
+    return dataset_picker((line + dots).properties(width=PHONE_WIDTH - 40, height=200), datasets)
 
 
 def compensation_series(s: pd.DataFrame, prompted: str, bias_variant: str | None, group: str = "patches"
@@ -73,7 +77,7 @@ def hm_comparison(oracle: pd.DataFrame, metrics: pd.DataFrame, prompted: str, bi
     """Per dataset and seed: HM of zero-shot, the oracle (best block), the prompted variant and bias
     tuning, long."""
     rows = [oracle.assign(model="zero-shot", hm=oracle["zero-shot hm"]),
-            oracle.assign(model="oracle (−δ at its best block)", hm=oracle["oracle hm"])]
+            oracle.assign(model="oracle (−δ, best block)", hm=oracle["oracle hm"])]
     for name in (prompted, bias_variant):
         if name:
             rows.append(metrics[metrics.variant_name == name].assign(model=name))
@@ -83,8 +87,10 @@ def hm_comparison(oracle: pd.DataFrame, metrics: pd.DataFrame, prompted: str, bi
 def hm_chart(hm: pd.DataFrame) -> alt.Chart:
     return alt.Chart(hm).mark_circle(size=60).encode(
         x=alt.X("hm:Q", title="harmonic mean (%)"), y=alt.Y("model:N", title=None),
-        color=alt.Color("model:N", legend=None), row=alt.Row("dataset:N", title=None),
-        tooltip=["dataset", "model", "seed", alt.Tooltip("hm:Q", format=".1f")]).properties(width=320, height=90)
+        color=alt.Color("model:N", legend=None),
+        row=alt.Row("dataset:N", title=None, header=alt.Header(labelOrient="top", labelAnchor="start")),
+        tooltip=["dataset", "model", "seed", alt.Tooltip("hm:Q", format=".1f")]).properties(width=PHONE_WIDTH - 150,
+                                                                                            height=90)
 
 
 def numbers(effects: pd.DataFrame, s: pd.DataFrame, hm: pd.DataFrame, prompted: str) -> pd.DataFrame:
