@@ -39,7 +39,7 @@ import pytest
 import yaml
 from ipywidgets import IntSlider
 from PIL import Image
-from ipywidgets.embed import embed_data
+from ipywidgets.embed import dependency_state, embed_data
 
 from analysis_lib.report import charts, explorer_page
 from analysis_lib.report.notebooks import tag_for_book
@@ -136,7 +136,7 @@ def explorer_notebook() -> nbformat.NotebookNode:
 def widget_notebook() -> nbformat.NotebookNode:
     """A widget, and a table with a column that holds one value in every row (a planted fault)."""
     slider = IntSlider(value=3, min=0, max=10, description="threshold")
-    widget = embed_data(views=[slider])
+    widget = embed_data(views=[slider], state=dependency_state(slider))   # not every widget this process made
     constant = pd.DataFrame({"dataset": ["A", "B"], "seeds": [3, 3]})
     return notebook("A widget (test data)", [nbformat.v4.new_output("display_data", data={
         "application/vnd.jupyter.widget-view+json": widget["view_specs"][0], "text/plain": repr(slider)}),
