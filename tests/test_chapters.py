@@ -253,3 +253,26 @@ def test_a_claims_data_names_its_datasets_and_what_each_rests_on():
     assert _data_text(rows.iloc[:1].assign(unit="seeds")) == "1 dataset, 3 seeds"
     assert _data_text(pd.DataFrame({"n": [3, 2], "unit": ["seeds", "seeds × 4 images"]})) == \
         "2 datasets, each 3 seeds, 2 seeds × 4 images"
+
+
+def _own_data(spec) -> bool:
+    """Whether a layer below the top of a chart spec brings data of its own."""
+    return any("data" in layer or _own_data(layer) for layer in spec.get("layer", []))
+
+
+def test_a_picked_dataset_filters_every_layer_of_its_chart(study):
+    """A chart with a dataset picker filters its data at the top; a layer with data of its own (a
+    reference line computed over every dataset) would escape the filter."""
+    experiment, claims = study
+    picked = 0
+    for name, chapter in chapters.CHAPTERS.items():
+        if name == "known_truth":
+            continue
+        for shown in chapter(experiment, claims).shown.values():
+            if not shown.figure or not hasattr(shown.content, "to_dict"):
+                continue
+            spec = shown.content.to_dict()
+            if any(p.get("name") == "dataset" for p in spec.get("params", [])):
+                picked += 1
+                assert "data" in spec and not _own_data(spec), name
+    assert picked >= 2   # the causal test's and bias tuning's per-dataset strips

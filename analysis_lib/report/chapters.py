@@ -203,10 +203,10 @@ def causal_ablation(experiment: Experiment, claims: pd.DataFrame) -> Page:
     ablations = list(dict.fromkeys(causal.ablation))
     chart = alt.layer(_strip(causal, "hm", "harmonic mean (%)", "ablation", "form", list(dict.fromkeys(causal.form)),
                              ["dataset", "seed", "ablation", "form", "base", "novel", "hm"], ablations),
-                      charts.reference_rule(as_trained, "as trained"))
+                      charts.mean_rule(causal, "hm", "as trained", alt.datum.ablation == "as trained"))
     page.figure("hm", charts.dataset_picker(chart, list(experiment.datasets)),
                 "HM per ablation on one dataset (pick it above), in both forms; one dot per seed; dashed: as "
-                "trained, mean over datasets and seeds.")
+                "trained, mean over the dataset's seeds.")
     page.numbers["hm_as_trained"] = significant(as_trained)
     return page
 
@@ -386,12 +386,11 @@ def bias_tuning(experiment: Experiment, claims: pd.DataFrame) -> Page:
                "Accuracy (%) on the base and novel test classes and their harmonic mean per dataset and variant; "
                "mean ± std over seeds.")
     if not metrics.empty:
-        zero_shot = metrics[metrics.variant == "zeroshot"].hm.mean()
         chart = _strip(metrics, "hm", "harmonic mean (%)", "variant_name", "variant",
                        list(dict.fromkeys(metrics.variant)), ["dataset", "variant_name", "seed", "base", "novel", "hm",
                                                               "n_trainable"], list(experiment.variants))
-        if pd.notna(zero_shot):
-            chart = alt.layer(chart, charts.reference_rule(zero_shot, "zero-shot"))
+        if (metrics.variant == "zeroshot").any():
+            chart = alt.layer(chart, charts.mean_rule(metrics, "hm", "zero-shot", alt.datum.variant == "zeroshot"))
         page.figure("hm", charts.dataset_picker(chart, list(experiment.datasets)),
                     "HM of every run on one dataset (pick it above), one dot per seed; dashed: zero-shot CLIP.")
     published = reference_table([d for d in experiment.datasets])

@@ -190,13 +190,24 @@ def colour(field: str, values: Sequence[str], title: str | None = None, legend: 
 
 
 def reference_rule(value: float, label: str, axis: str = "x") -> alt.LayerChart:
-    """A dashed line at ``value`` on the ``axis`` with its ``label`` (a margin, chance, zero-shot...)."""
-    frame = pd.DataFrame({"value": [value], "label": [label]})
-    base = alt.Chart(frame)
+    """A dashed line at ``value`` on the ``axis`` with its ``label`` (a margin, chance...)."""
+    return _labelled_rule(alt.Chart(pd.DataFrame({"value": [value]})), label, axis)
+
+
+def mean_rule(frame: pd.DataFrame, field: str, label: str, where) -> alt.LayerChart:
+    """A dashed vertical line at the mean of ``field`` over the rows of ``frame`` that ``where`` (a
+    vega expression) keeps, e.g. zero-shot's HM. Drawn from the chart's own data, so in a
+    ``dataset_picker`` it is the picked dataset's mean."""
+    return _labelled_rule(alt.Chart(frame).transform_filter(where).transform_aggregate(value=f"mean({field})"),
+                          label, "x")
+
+
+def _labelled_rule(base: alt.Chart, label: str, axis: str) -> alt.LayerChart:
+    """``base``'s ``value`` as a dashed reference line on ``axis``, with its label beside it."""
     rule = base.mark_rule(color=REFERENCE_COLOUR, strokeDash=[4, 3]).encode(**{axis: "value:Q"})
     text = base.mark_text(align="left", dx=3, dy=-4 if axis == "y" else 0, baseline="bottom" if axis == "y" else "top",
                           color=REFERENCE_COLOUR).encode(
-        **{axis: "value:Q"}, text="label:N", **({"y": alt.value(0)} if axis == "x" else {"x": alt.value(0)}))
+        **{axis: "value:Q"}, text=alt.value(label), **({"y": alt.value(0)} if axis == "x" else {"x": alt.value(0)}))
     return rule + text
 
 
