@@ -54,3 +54,13 @@ def ivlp_run(data_root, tmp_path_factory):
                            variant_params={"text_depth": 2, "vision_depth": 2}, model="tiny-clip",
                            pretrained=None, progress=False, train=TrainConfig(shots=2, epochs=2, num_workers=0))
     return settings, run_training(settings)
+
+
+LONGEST_FILE = "test_pipeline.py"   # its fixture runs a whole study and builds its book (~4 min)
+
+
+def pytest_collection_modifyitems(items):
+    """The longest file first, then the other files with end-to-end tests (marked slow): `make test`
+    hands whole files to its processes in this order, so no long file is left running alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (item.path.name != LONGEST_FILE, item.path not in slow_files))   # stable
