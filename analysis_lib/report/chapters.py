@@ -531,7 +531,7 @@ def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
             "claim": f"<strong>{claim_id}</strong> {html.escape(claim.statement)}",
             "measure": html.escape(claim.effect) + f"; holds {claim.side} {significant(claim.margin)}",
             "data": html.escape(_data_text(per_dataset.drop(index=AVERAGE, errors="ignore"))),
-            "effect (95 % interval)": interval_text(summary),
+            "effect": interval_text(summary),
             "verdict": "<br>".join(f"{html.escape(str(d))}: {verdict_badge(r.verdict)}" for d, r in per_dataset.iterrows()),
             "chapter": f'<a href="{chapter}.html">{chapter.replace("_", " ")}</a>' if chapter else "—"})
     statement = pd.DataFrame(rows)
@@ -549,7 +549,8 @@ def claims_page(experiment: Experiment, claims: pd.DataFrame) -> Page:
     labelled = statement.apply(lambda column: column if column.name == "claim" else
                                f'<span class="phone-label">{column.name}: </span>' + column)
     page.table("claims", HTML(labelled.to_html(index=False, escape=False, border=0, classes="book-table claims-table")),
-               "The claims and their verdicts (rule below the plot)."
+               "The claims and their verdicts (rule below the plot). The effect is the average over the datasets "
+               "(a claim on one comparison: that comparison's), with its 95 % interval."
                + "".join(f" Every claim's {c}: {v}." for c, v in constant.items()))
     shown = claims.dropna(subset=["low"]).assign(
         margin=lambda t: t.claim.map(lambda c: CLAIMS[c].margin))
