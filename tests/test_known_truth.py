@@ -128,16 +128,19 @@ def test_only_demo_datasets_get_the_table():
 PROMPTED = "prompts4"
 
 
-def _study_table(rng, sign=-1.0, seeds=(1, 2, 3)):
-    """A known_truth table as load_table returns it: zero-shot δ and IVLP β (β = sign·δ + noise) and S,
-    the IVLP runs under a name other than their kind's (the chapters select by name)."""
+def _study_table(rng, sign=-1.0, seeds=(1, 2, 3), control_sign=0.0):
+    """A known_truth table as load_table returns it: zero-shot δ, IVLP β (β = sign·δ + noise), its
+    control's β (control_sign·δ + noise) and S, the IVLP runs under a name other than their kind's
+    (the chapters select by name)."""
     rows = []
     deltas = {d: rng.normal(size=(2, 2, 6)) for d in ("A", "B", "C", "D")}
     for seed in seeds:
         for d, delta in deltas.items():
             beta = sign * delta + 0.2 * rng.normal(size=delta.shape)
+            control = control_sign * delta + 0.2 * rng.normal(size=delta.shape)
             for variant, name, quantity, condition, values in (
-                    ("zeroshot", "zeroshot", "delta", "zero-shot", delta), ("ivlp", PROMPTED, "beta", "bias term", beta)):
+                    ("zeroshot", "zeroshot", "delta", "zero-shot", delta), ("ivlp", PROMPTED, "beta", "bias term", beta),
+                    ("ivlp", PROMPTED, "beta", "bias term" + kt.CONTROL, control)):
                 for (block, g, dim), v in np.ndenumerate(values):
                     rows.append({"dataset": d, "seed": seed, "variant": variant, "variant_name": name,
                                  "quantity": quantity, "condition": condition, "block": block,
@@ -157,6 +160,18 @@ def test_c7_effects_follow_the_sign_of_the_bias_term():
     np.testing.assert_allclose(undoing.beside, 0.2)
     adding = kt.specificity_effects(_study_table(rng, +1.0), PROMPTED)
     assert (adding.value < -0.5).all()
+
+
+def test_c7_effect_is_the_trained_margin_beyond_the_controls():
+    """Prompts that point along their dataset's shift before any training learned nothing: the effect
+    is the trained bias term's diagonal margin minus its control's."""
+    table = _study_table(np.random.default_rng(4), -1.0, control_sign=-1.0)
+    effects = kt.specificity_effects(table, PROMPTED).set_index(["dataset", "seed"]).value
+    trained = kt.diagonal_margins(table, PROMPTED).set_index(["dataset", "seed"]).value
+    control = kt.diagonal_margins(table, PROMPTED, "bias term" + kt.CONTROL).set_index(["dataset", "seed"]).value
+    assert (trained > 0.5).all() and (control > 0.5).all()
+    np.testing.assert_allclose(effects, (trained - control).loc[effects.index])
+    assert effects.abs().max() < 0.3    # no learned specificity beyond what inserting the prompts gives
 
 
 def test_c7_is_a_claim_with_a_row_per_demo_dataset_and_none_without_the_table():

@@ -101,7 +101,7 @@ def numbers(effects: pd.DataFrame, s: pd.DataFrame, hm: pd.DataFrame, prompted: 
     per_seed = s.groupby(["dataset", "seed", "condition"]).S.mean().unstack("condition")
     hm_wide = hm.pivot_table(index=["dataset", "seed"], columns="model", values="hm")
     joined = effects.set_index(["dataset", "seed"])[["value"]].join(per_seed, how="outer").join(hm_wide, how="outer")
-    columns = {"value": "M diagonal − off-diagonal", **{c: f"S {c}" for c in per_seed.columns},
+    columns = {"value": "M diagonal − off-diagonal, trained − control", **{c: f"S {c}" for c in per_seed.columns},
                **{c: f"HM {c}" for c in hm_wide.columns}}
     stats = joined.groupby(level="dataset", sort=False).agg(["mean", "std"])
     return pd.DataFrame({label: [mean_std(a, b)

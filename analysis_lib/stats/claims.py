@@ -404,7 +404,8 @@ def low_information_effect(study: StudyTables) -> pd.DataFrame:
 
 def known_truth_effect(study: StudyTables) -> pd.DataFrame:
     """C7 (the demo world only, where each dataset's shift is known): per dataset and seed, how much
-    more IVLP's bias term points along −δ of its own dataset than of the others; beside it, what
+    more IVLP's bias term points along −δ of its own dataset than of the others, trained − control;
+    beside it, what
     removing the bias term costs the compensation S (``known_truth.specificity_effects``)."""
     table = study.tables.get("known_truth", pd.DataFrame())
     name = study.prompted_name("known_truth")
@@ -467,7 +468,8 @@ for _claim, _effect, _tables in (
     register(_claim, _effect, _tables)
 register(Claim("C7", "The prompts' bias term undoes the dataset's known shift (demo world only)",
                "cosine of the bias term's write β with −δ of its own dataset − mean cosine with the other "
-               "datasets' −δ (both centred across datasets; mean over blocks, [CLS] and patches)", "above", 0.0,
+               "datasets' −δ (both centred across datasets; mean over blocks, [CLS] and patches), trained − control",
+               "above", 0.0,
                "a bias term aimed at its own dataset's shift is any excess over the other datasets' shifts; "
                "a generic bias term (the same for every dataset) has none",
                "S as trained − S with the bias term removed (patches, mean over blocks)"),

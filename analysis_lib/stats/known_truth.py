@@ -323,18 +323,28 @@ def best_oracle(table: pd.DataFrame) -> pd.DataFrame:
     return best.rename(columns={"hm": "oracle hm"}).join(zs, on=["dataset", "seed"]).reset_index(drop=True)
 
 
-def specificity_effects(table: pd.DataFrame, variant_name: str) -> pd.DataFrame:
-    """C7's effect per (dataset, seed): M[d, d] − mean over d' ≠ d of M[d, d'] in that seed's M (the
-    bias term points along −δ of its own dataset more than along the others'); beside it, what
-    removing the bias term costs the compensation: S as trained − S bias term removed (patches,
-    mean over blocks). Columns dataset, seed, value, beside; empty without paired tables."""
-    m = specificity(table, variant_name)
+def diagonal_margins(table: pd.DataFrame, variant_name: str, write: str = "bias term") -> pd.DataFrame:
+    """Per (dataset, seed): M[d, d] − mean over d' ≠ d of M[d, d'] in that seed's M of ``write``
+    (how much more it points along −δ of its own dataset than along the others'). Columns
+    dataset, seed, value."""
     rows = []
-    for seed, part in m.groupby("seed"):
+    for seed, part in specificity(table, variant_name, write).groupby("seed"):
         wide = part.pivot(index="prompts of", columns="shift of", values="cosine")
         wide = wide.loc[wide.columns]
         rows += [{"dataset": d, "seed": seed, "value": v} for d, v in zip(wide.index, diagonal_margin(wide))]
-    effects = pd.DataFrame(rows, columns=["dataset", "seed", "value"])
+    return pd.DataFrame(rows, columns=["dataset", "seed", "value"])
+
+
+def specificity_effects(table: pd.DataFrame, variant_name: str) -> pd.DataFrame:
+    """C7's effect per (dataset, seed): the bias term's diagonal margin (``diagonal_margins``),
+    trained − control (the same prompts untrained: what inserting them points along without
+    learning); beside it, what removing the bias term costs the compensation: S as trained − S
+    bias term removed (patches, mean over blocks). Columns dataset, seed, value, beside; empty
+    without paired tables."""
+    trained = diagonal_margins(table, variant_name)
+    control = diagonal_margins(table, variant_name, "bias term" + CONTROL)
+    effects = trained.merge(control, on=["dataset", "seed"], suffixes=("", "_control"))
+    effects = effects.assign(value=effects.value - effects.value_control)[["dataset", "seed", "value"]]
     s = compensation_table(table)
     s = s[(s.variant_name == variant_name) & (s.group == "patches")]
     drop = s.pivot_table(index=["dataset", "seed"], columns="condition", values="S")
