@@ -472,13 +472,14 @@ def known_truth(experiment: Experiment, claims: pd.DataFrame) -> Page:
                                                           sort=False)
     page.table("kappa", kappa.round(3).reset_index(), "Constancy κ of the known shift per block and token group "
                "(zero-shot is deterministic: the same in every seed).")
-    page.figure("specificity", report.specificity_heatmap(kt.specificity(table, prompted)),
-                "The specificity matrix M per seed: the cosine of each dataset's bias term β (rows) with each "
-                "dataset's −shift (columns), both centred across the datasets.")
     writes = {f"{prompted} bias term": "bias term",
               f"{prompted} bias term, control (untrained prompts)": "bias term" + kt.CONTROL,
               f"{prompted} rescaling (the competitor)": "rescaling", f"{prompted} rescaling, control": "rescaling" + kt.CONTROL}
-    summaries = {label: kt.specificity_summary(kt.specificity(table, prompted, write)) for label, write in writes.items()}
+    matrices = {label: kt.specificity(table, prompted, write) for label, write in writes.items()}
+    page.figure("specificity", report.specificity_heatmap(matrices[f"{prompted} bias term"]),
+                "The specificity matrix M per seed: the cosine of each dataset's bias term β (rows) with each "
+                "dataset's −shift (columns), both centred across the datasets.")
+    summaries = {label: kt.specificity_summary(m) for label, m in matrices.items()}
     if bias_variant:
         summaries[f"{bias_variant} learned vectors (the reference)"] = kt.specificity_summary(
             kt.specificity(table, bias_variant, "learned bias"))

@@ -104,7 +104,7 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
         claims = _write_if_changed(tables / CLAIMS_TABLE, experiment_claims(experiment).to_csv(index=False))
         left_out = _write_if_changed(tables / MISSING_TABLE, pd.DataFrame(
             [asdict(run) for run in missing], columns=["run_id", "reason"]).to_csv(index=False))
-        written = []
+        written, library = [], newest_library_file()
         for name in tqdm(CHAPTER_NOTEBOOKS + RUN_NOTEBOOKS, desc="chapters"):
             params = notebook_parameters(experiment, name, out_dir)
             template, target = Path(cwd) / notebooks_dir / f"{name}.ipynb", Path(cwd) / out_dir / f"{name}.ipynb"
@@ -112,7 +112,7 @@ def build_analyses(experiment: Experiment, out_dir: str | Path = "book/generated
             if lacking:
                 log.warning("%s: %s", name, lacking)
                 _write_notebook(nothing_to_show(template, experiment, lacking), target)
-            elif not force and _up_to_date(target, params, results, claims, left_out, template, newest_library_file()):
+            elif not force and _up_to_date(target, params, results, claims, left_out, template, library):
                 log.info("%s is up to date", target)
             else:
                 _execute(template, target, params, cwd)

@@ -405,8 +405,7 @@ def low_information_effect(study: StudyTables) -> pd.DataFrame:
 def known_truth_effect(study: StudyTables) -> pd.DataFrame:
     """C7 (the demo world only, where each dataset's shift is known): per dataset and seed, how much
     more IVLP's bias term points along −δ of its own dataset than of the others, trained − control;
-    beside it, what
-    removing the bias term costs the compensation S (``known_truth.specificity_effects``)."""
+    beside it, what removing the bias term costs the compensation S (``known_truth.specificity_effects``)."""
     table = study.tables.get("known_truth", pd.DataFrame())
     name = study.prompted_name("known_truth")
     effects = specificity_effects(table, name) if name else pd.DataFrame(columns=["dataset", "seed", "value"])
