@@ -15,7 +15,11 @@ DATA_FLAG = $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 env: .venv/.done
 
+# The environment takes about 6 GB (torch's CUDA build is what pip finds for torchvision).
+VENV_GB := 7
 .venv/.done: requirements.txt pyproject.toml
+	@python3 -c "import shutil, sys; free = shutil.disk_usage('.').free / 1e9; sys.exit(0 if free >= $(VENV_GB) else \
+	  f'error: {free:.1f} GB free here; the environment (.venv) needs about $(VENV_GB) GB: free some disk and rerun')"
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $$(grep -E '^torch(vision)?==' requirements.txt)

@@ -1,6 +1,6 @@
 """Multi-head self-attention over open_clip's weights, with the prompt decomposition exposed.
 
-For query i, original keys X and prompt keys P (PAPER.md, Sec. 3):
+For query i, original keys X and prompt keys P (book/method.md, "The decomposition"):
     λ_i   = Σ_{j∈X} A_ij                      (the mass left to the original tokens)
     out_i = Σ_{j∈X} A_ij v_j + Σ_{p∈P} A_ip v_p
           = λ_i · attn_X(i) + (1 − λ_i) · attn_P(i)

@@ -53,7 +53,7 @@ COLOURS = {
     "supported": "#2e7d32", "contradicted": "#c62828", "inconclusive": "#f9a825", "heterogeneous": "#8e24aa",
     "too few samples": "#9e9e9e",
     "zeroshot": "#4c78a8", "ivlp": "#e45756", "text": "#f58518", "vision": "#54a24b", "bias": "#b279a2",
-    "coop": "#9d755d", "foreground": "#e45756", "background": "#9e9e9e",
+    "coop": "#9d755d", "oracle": "#333333", "foreground": "#e45756", "background": "#9e9e9e",
     "all blocks": "#4c78a8", "below prompt depth": "#f58518",
 }
 REFERENCE_COLOUR = "#555555"  # reference lines: margins, chance, zero-shot, as trained

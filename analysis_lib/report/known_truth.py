@@ -9,7 +9,7 @@ from PIL import Image
 from ..demo import world
 from ..stats import known_truth as kt
 from ..stats.causal import MEAN_ABLATED
-from .charts import PHONE_WIDTH, FONT_PX, dataset_picker, image_grid
+from .charts import PHONE_WIDTH, FONT_PX, colour, dataset_picker, image_grid
 from .numbers import mean_std
 
 SIZE = 96
@@ -76,18 +76,20 @@ def hm_comparison(oracle: pd.DataFrame, metrics: pd.DataFrame, prompted: str, bi
                   ) -> pd.DataFrame:
     """Per dataset and seed: HM of zero-shot, the oracle (best block), the prompted variant and bias
     tuning, long."""
-    rows = [oracle.assign(model="zero-shot", hm=oracle["zero-shot hm"]),
-            oracle.assign(model="oracle (−δ, best block)", hm=oracle["oracle hm"])]
+    rows = [oracle.assign(model="zero-shot", variant="zeroshot", hm=oracle["zero-shot hm"]),
+            oracle.assign(model="oracle (−δ, best block)", variant="oracle", hm=oracle["oracle hm"])]
     for name in (prompted, bias_variant):
         if name:
             rows.append(metrics[metrics.variant_name == name].assign(model=name))
-    return pd.concat([r[["dataset", "seed", "model", "hm"]] for r in rows], ignore_index=True)
+    return pd.concat([r[["dataset", "seed", "model", "variant", "hm"]] for r in rows], ignore_index=True)
 
 
 def hm_chart(hm: pd.DataFrame) -> alt.Chart:
+    """A dot per seed, models down the side, coloured by variant kind as on every page."""
+    models = hm.drop_duplicates("model")
     return alt.Chart(hm).mark_circle(size=60).encode(
-        x=alt.X("hm:Q", title="harmonic mean (%)"), y=alt.Y("model:N", title=None),
-        color=alt.Color("model:N", legend=None),
+        x=alt.X("hm:Q", title="harmonic mean (%)"), y=alt.Y("model:N", title=None, sort=list(models.model)),
+        color=colour("variant", list(dict.fromkeys(models.variant)), legend=False),
         row=alt.Row("dataset:N", title=None, header=alt.Header(labelOrient="top", labelAnchor="start")),
         tooltip=["dataset", "model", "seed", alt.Tooltip("hm:Q", format=".1f")]).properties(width=PHONE_WIDTH - 150,
                                                                                             height=90)

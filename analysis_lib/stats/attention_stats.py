@@ -1,4 +1,4 @@
-"""The attention statistics of the study, each defined here and nowhere else (PAPER.md, "Statistics").
+"""The attention statistics of the study, each defined here and nowhere else (book/method.md, "Statistics").
 
 Pure torch on the tensors of the model's hook points (``capture.py``): batched, device-agnostic,
 computed in float32 whatever precision the model runs in. Two *readings* of every per-query
@@ -87,7 +87,7 @@ class GridLayout:
         """[G², N] pixel distance from each patch query to each key; [CLS] and prompt keys at 0.
 
         Prompts and [CLS] have no place on the image grid, so they count as distance 0, as in the
-        probing-vits code (PAPER.md): their share of the attention shrinks the distance.
+        probing-vits code: their share of the attention shrinks the distance.
         """
         g = torch.arange(self.grid, device=device, dtype=torch.float32)
         pos = torch.stack(torch.meshgrid(g, g, indexing="ij"), dim=-1).reshape(-1, 2)  # [G², 2] (row, col)

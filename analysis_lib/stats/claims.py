@@ -1,6 +1,6 @@
-"""The paper's claims as tests (PAPER.md, "The claims as tests" and "Inference"): one effect per
-claim, dataset, seed (and image, where the statistic is per image), one inference design and one
-verdict rule, written here once.
+"""The paper's claims as tests, as the claims chapter (notebooks/claims.ipynb) states them: one
+effect per claim, dataset, seed (and image, where the statistic is per image), one inference
+design and one verdict rule, written here once.
 
 The API, small on purpose (a new claim is one ``Claim`` plus one effect function):
 

@@ -4,7 +4,7 @@ explorer show, computed once by the same functions.
 For a few test images (base and novel classes) and the prompted run beside its zero-shot twin
 on the same backbone (``analyses.zeroshot_twin``), per block and head:
 
-- the [CLS] query's (or, live, any patch's) attention over the patches in three panels (PAPER.md, "Statistics"):
+- the [CLS] query's (or, live, any patch's) attention over the patches in three panels (book/method.md, "Statistics"):
   ``CLIP`` (zero-shot), ``W/O`` (the prompted model with its prompt keys dropped and each row
   renormalised over [CLS] + patches) and ``W`` (the prompted model as run);
 - the same three as attention rollout up to each block (heads averaged, ``rollout.py``);

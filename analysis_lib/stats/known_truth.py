@@ -1,4 +1,4 @@
-"""The known-truth test (C7, PAPER.md "The known-truth test"): does the prompts' bias term undo the
+"""The known-truth test (C7, rule stated in notebooks/known_truth.ipynb): does the prompts' bias term undo the
 shift the demo world put into each dataset?
 
 The demo world draws every scene twice (``world.paired_render``): pretraining-style and
