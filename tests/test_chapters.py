@@ -276,3 +276,20 @@ def test_a_picked_dataset_filters_every_layer_of_its_chart(study):
                 picked += 1
                 assert "data" in spec and not _own_data(spec), name
     assert picked >= 2   # the causal test's and bias tuning's per-dataset strips
+
+
+def test_the_oracle_chart_colours_each_model_as_every_page_does():
+    """zero-shot, the prompted variant and bias tuning keep their colours; the oracle has its own."""
+    from analysis_lib.report import charts
+    from analysis_lib.report.known_truth import hm_chart, hm_comparison
+    oracle = pd.DataFrame({"dataset": ["D", "D"], "seed": [1, 2], "oracle hm": [90.0, 91.0],
+                           "zero-shot hm": [50.0, 50.0]})
+    metrics = pd.DataFrame({"dataset": ["D"] * 4, "seed": [1, 2, 1, 2], "hm": [70.0, 71.0, 60.0, 61.0],
+                            "variant_name": ["prompts4", "prompts4", "bias_both", "bias_both"],
+                            "variant": ["ivlp", "ivlp", "bias", "bias"]})
+    hm = hm_comparison(oracle, metrics, "prompts4", "bias_both")
+    assert hm.groupby("model").hm.mean().to_dict() == {"zero-shot": 50.0, "oracle (−δ, best block)": 90.5,
+                                                       "prompts4": 70.5, "bias_both": 60.5}
+    scale = hm_chart(hm).to_dict()["encoding"]["color"]["scale"]
+    assert dict(zip(scale["domain"], scale["range"])) == {k: charts.COLOURS[k]
+                                                          for k in ("zeroshot", "oracle", "ivlp", "bias")}

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,3 +26,14 @@ def test_readme_commands_are_make_targets():
     text = README.read_text(encoding="utf-8")
     for target in set(re.findall(r"`make ([a-z-]+)", text)):
         assert re.search(rf"^{target}:", makefile, re.M), f"README names `make {target}`, the Makefile has no such target"
+
+
+def test_make_env_stops_with_one_error_when_the_disk_is_short(tmp_path):
+    """Before it writes anything: a half-installed .venv is what a full disk leaves otherwise."""
+    shutil.copy(REPO / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "requirements.txt").touch()
+    (tmp_path / "pyproject.toml").touch()
+    done = subprocess.run(["make", "env", "VENV_GB=1000000000"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "GB free here; the environment (.venv) needs about 1000000000 GB: free some disk and rerun" in done.stderr
+    assert not (tmp_path / ".venv").exists()

@@ -1,4 +1,5 @@
-"""The attention statistics of the study, each defined here and nowhere else (book/method.md, "Statistics").
+"""The attention statistics of the study, each defined here and nowhere else (book/method.md,
+"Statistics").
 
 Pure torch on the tensors of the model's hook points (``capture.py``): batched, device-agnostic,
 computed in float32 whatever precision the model runs in. Two *readings* of every per-query

@@ -1,5 +1,5 @@
-"""The known-truth test (C7, rule stated in notebooks/known_truth.ipynb): does the prompts' bias term undo the
-shift the demo world put into each dataset?
+"""The known-truth test (C7, its rule stated in notebooks/known_truth.ipynb): does the prompts'
+bias term undo the shift the demo world put into each dataset?
 
 The demo world draws every scene twice (``world.paired_render``): pretraining-style and
 dataset-style. In zero-shot CLIP's vision residual stream (each block's output, ``resid_post``) the

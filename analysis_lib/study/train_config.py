@@ -1,9 +1,9 @@
 """The training hyper-parameters every trained variant shares, typed and checked once.
 
 Experiment files, the sweep and the trainer all read the same `TrainConfig`, so a key, a type or
-a default lives in exactly one place. The defaults are PromptSRC's IVLP protocol (book/method.md, "Protocol"):
-SGD with momentum, a cosine schedule after warm-up epochs at a constant small lr; the schedule's
-form is the trainer's, only its numbers are configurable.
+a default lives in exactly one place. The defaults are PromptSRC's IVLP protocol (book/method.md,
+"Protocol"): SGD with momentum, a cosine schedule after warm-up epochs at a constant small lr;
+the schedule's form is the trainer's, only its numbers are configurable.
 """
 from __future__ import annotations
 
